@@ -1,0 +1,30 @@
+# Two entry points for a fresh machine: `make demo` (meta-train and plot) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.keras_meta_installed
+EXTRAS ?= dev
+
+.PHONY: install build demo test bench clean
+
+$(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "scikit-build-core>=0.10" "pybind11>=3.0" cmake ninja
+	flock /tmp/keras_meta_build.lock $(PY) -m pip install -q --no-build-isolation -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Rebuilds only the C++ extension (for development after editing csrc/).
+build: install
+	flock /tmp/keras_meta_build.lock $(PY) -m pip install -q --no-build-isolation --no-deps -e .
+
+demo: install
+	$(VENV)/bin/keras-meta train sinusoid --output runs/sinusoid
+
+test: install
+	$(PY) -m pytest -q -n 2 tests
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,5 @@
+#include "modules.h"
+
+namespace keras_meta {
+void register_rollout(pybind11::module_&) {}
+}  // namespace keras_meta
