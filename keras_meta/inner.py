@@ -7,6 +7,13 @@ the inner step, so per-step learning rates (MAML++) are plain lookups.
 import tensorflow as tf
 
 
+def cast_scalar(value, dtype):
+    # tf.cast(0.1, tf.float64) rounds through float32 first; build Python numbers directly.
+    if isinstance(value, (int, float)):
+        return tf.constant(value, dtype)
+    return tf.cast(value, dtype)
+
+
 def sgd(learning_rate):
     """Plain gradient descent: `theta' = theta - alpha * grad` (MAML, FOMAML, ANIL).
 
@@ -25,7 +32,7 @@ def sgd(learning_rate):
 
     def update(step, params, grads):
         del step
-        return [p - tf.cast(learning_rate, p.dtype) * g for p, g in zip(params, grads)]
+        return [p - cast_scalar(learning_rate, p.dtype) * g for p, g in zip(params, grads)]
 
     return update
 
@@ -45,7 +52,7 @@ def per_parameter_sgd(learning_rates):
 
     def update(step, params, grads):
         del step
-        return [p - tf.cast(a, p.dtype) * g for p, g, a in zip(params, grads, learning_rates)]
+        return [p - cast_scalar(a, p.dtype) * g for p, g, a in zip(params, grads, learning_rates)]
 
     return update
 

@@ -320,10 +320,8 @@ class MetaLearner(keras.Model):
     # ----- execution-mode choice ------------------------------------------------------
 
     def _has_convolutions(self):
-        return any(
-            isinstance(layer, keras.layers.Conv) or "conv" in type(layer).__name__.lower()
-            for layer in self.model._flatten_layers(include_self=False)
-        )
+        return any("conv" in type(layer).__name__.lower()
+                   for layer in self.model._flatten_layers(include_self=False))
 
     def _resolve_execution(self):
         on_gpu = bool(tf.config.list_logical_devices("GPU"))
@@ -721,7 +719,7 @@ class MetaLearner(keras.Model):
         return super().fit(
             x, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
             validation_data=validation_data, verbose=verbose, initial_epoch=initial_epoch,
-            validation_freq=validation_freq, **kwargs,
+            validation_freq=validation_freq, shuffle=False, **kwargs,
         )
 
     def _validation_source(self, tasks, meta_batch_size, batches, seed):

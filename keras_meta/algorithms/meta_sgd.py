@@ -1,8 +1,6 @@
 """Meta-SGD (Li et al., 2017): meta-learned per-parameter inner learning rates."""
 
 import keras
-import tensorflow as tf
-
 from keras_meta import inner
 from keras_meta.algorithms.base import MetaLearner
 
@@ -46,5 +44,5 @@ class MetaSGD(MetaLearner):
         n = len(self.model.trainable_variables)
         rates = meta_values[n:]
         # The evaluation step size rescales the learned rates relative to training's.
-        scale = tf.cast(inner_lr, rates[0].dtype) / self.inner_lr
+        scale = inner.cast_scalar(inner_lr, rates[0].dtype) / self.inner_lr
         return inner.per_parameter_sgd([r * scale for r in rates])

@@ -1,0 +1,34 @@
+"""The shared table of learners run through the generic tests."""
+
+import keras
+import numpy as np
+
+import keras_meta as km
+
+LEARNERS = {
+    "maml": lambda model, **kw: km.MAML(model, inner_lr=0.05, inner_steps=2, **kw),
+    "fomaml": lambda model, **kw: km.FOMAML(model, inner_lr=0.05, inner_steps=2, **kw),
+    "meta_sgd": lambda model, **kw: km.MetaSGD(model, inner_lr=0.05, **kw),
+    "anil": lambda model, **kw: km.ANIL(model, inner_lr=0.05, inner_steps=2, **kw),
+    "reptile": lambda model, **kw: km.Reptile(model, inner_lr=0.05, inner_steps=3, **kw),
+}
+
+MODES = {
+    "eager": dict(run_eagerly=True, jit_compile=False, vectorize=False),
+    "function": dict(jit_compile=False, vectorize=False),
+    "xla": dict(jit_compile=True, vectorize=False),
+    "vectorized": dict(jit_compile=False, vectorize=True),
+}
+
+
+def mlp(seed=0, hidden=16, dtype="float32", batch_norm=False):
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((1,), dtype=dtype), keras.layers.Dense(hidden, activation="tanh", dtype=dtype)]
+    if batch_norm:
+        layers.append(keras.layers.BatchNormalization(dtype=dtype))
+    layers += [keras.layers.Dense(hidden, activation="tanh", dtype=dtype), keras.layers.Dense(1, dtype=dtype)]
+    return keras.Sequential(layers)
+
+
+def weights_of(learner):
+    return [np.array(v) for v in learner.weights]
