@@ -140,11 +140,17 @@ def _loss_function(loss):
     return fn
 
 
+def _serialize_loss(loss):
+    if loss is None or isinstance(loss, str):
+        return loss
+    return keras.losses.serialize(loss)
+
+
 def _metric_objects(names, example_targets):
     metrics = []
     for name in names:
         if name in ("accuracy", "acc"):
-            if example_targets is not None and example_targets.dtype.is_integer:
+            if example_targets is not None and tf.as_dtype(example_targets.dtype).is_integer:
                 metrics.append(keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
             else:
                 metrics.append(keras.metrics.CategoricalAccuracy(name="accuracy"))
@@ -281,7 +287,7 @@ class MetaLearner(keras.Model):
         self._functions = {}
         self._meta_compile_config = {
             "optimizer": keras.optimizers.serialize(self.optimizer),
-            "loss": keras.losses.serialize(loss) if loss is not None else None,
+            "loss": _serialize_loss(loss),
             "metrics": self._metric_spec,
             "steps_per_execution": steps_per_execution,
             "run_eagerly": run_eagerly,
@@ -297,7 +303,7 @@ class MetaLearner(keras.Model):
     def compile_from_config(self, config):
         config = dict(config)
         config["optimizer"] = keras.optimizers.deserialize(config["optimizer"])
-        if config.get("loss") is not None:
+        if isinstance(config.get("loss"), dict):
             config["loss"] = keras.losses.deserialize(config["loss"])
         self.compile(**config)
         self.optimizer.build(self.meta_variables())
@@ -346,13 +352,17 @@ class MetaLearner(keras.Model):
                 f"{type(source).__name__}"
             )
         self._loss_fn = _loss_function(loss)
+        # Saved with the compile config, so a reloaded learner keeps the family's loss.
+        self._meta_compile_config["loss"] = _serialize_loss(loss)
         names = self._metric_spec
         if names is None:
             names = list(getattr(source, "metrics", ()) or ())
+        self._meta_compile_config["metrics"] = list(names)
         current = [m.name for m in self._query_metrics]
         wanted = ["accuracy" if n in ("acc", "accuracy") else str(n) for n in names]
         if current != wanted:
-            self._query_metrics = _metric_objects(names, example_batch.query_y)
+            self._query_metrics = _metric_objects(
+                names, None if example_batch is None else example_batch.query_y)
             self._functions = {}
 
     def _loss(self, y_true, y_pred):
@@ -710,7 +720,7 @@ class MetaLearner(keras.Model):
         if validation_tasks is not None:
             validation_data = self._validation_source(validation_tasks, meta_batch_size,
                                                       validation_batches, seed)
-        self._resolve_loss_and_metrics(tasks, TaskBatch(*(tf.convert_to_tensor(v[:1]) for v in example)))
+        self._resolve_loss_and_metrics(tasks, example)
         self._resolve_execution()
         if self._train_source is not tasks:
             self.train_function = None
@@ -763,8 +773,7 @@ class MetaLearner(keras.Model):
             if isinstance(x, TaskDistribution):
                 example = as_task_batch(x.sample(1, 0), "x.sample(...)")
                 check_task_shapes(example, "x")
-                self._resolve_loss_and_metrics(
-                    x, TaskBatch(*(tf.convert_to_tensor(np.asarray(v)) for v in example)))
+                self._resolve_loss_and_metrics(x, example)
                 self._resolve_execution()
                 self.test_function = None
                 x = self._validation_dataset(
@@ -807,8 +816,7 @@ class MetaLearner(keras.Model):
             check_task_shapes(b)
         self._check_against_model(batches[0])
         if self._loss_fn is None or isinstance(tasks, TaskDistribution):
-            self._resolve_loss_and_metrics(
-                tasks, TaskBatch(*(tf.convert_to_tensor(np.asarray(v)[:1]) for v in batches[0])))
+            self._resolve_loss_and_metrics(tasks, batches[0])
         if not hasattr(self, "_jit_request"):
             raise RuntimeError("Call `compile()` before `evaluate`.")
         self._resolve_execution()

@@ -1,6 +1,23 @@
 """Task families: the `TaskBatch`/`TaskDistribution` contract and built-in families."""
 
 from keras_meta.tasks.base import TaskBatch, TaskDistribution, step_seed
-from keras_meta.tasks.regression import RegressionFamily, Sinusoid
+from keras_meta.tasks.classification import FewShotClassification
+from keras_meta.tasks.regression import (
+    Linear,
+    Polynomial,
+    RegressionFamily,
+    Sinusoid,
+    StepFunction,
+)
 
-__all__ = ["RegressionFamily", "Sinusoid", "TaskBatch", "TaskDistribution", "step_seed"]
+__all__ = [
+    "FewShotClassification",
+    "Linear",
+    "Polynomial",
+    "RegressionFamily",
+    "Sinusoid",
+    "StepFunction",
+    "TaskBatch",
+    "TaskDistribution",
+    "step_seed",
+]

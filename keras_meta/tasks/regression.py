@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 from keras_meta import _core
 from keras_meta.tasks.base import TaskBatch, TaskDistribution, check_positive_int, check_seed
 
@@ -100,3 +102,132 @@ class Sinusoid(RegressionFamily):
 
     def get_config(self):
         return {**super().get_config(), "amplitude": self.amplitude, "phase": self.phase}
+
+
+class Linear(RegressionFamily):
+    """Linear regression tasks: y = slope * x + intercept.
+
+    slope ~ U[-3, 3], intercept ~ U[-3, 3], x ~ U[-5, 5] by default.
+
+    Args:
+        shots: Support points per task (K).
+        queries: Query points per task.
+        split: "train", "val" or "test": disjoint task streams.
+        slope: (low, high) of the slope.
+        intercept: (low, high) of the intercept.
+        x_range: (low, high) of the inputs.
+
+    Raises:
+        TypeError: If a count is not an integer or a range not a pair of numbers.
+        ValueError: If a count is not positive, a range has low > high, or `split` is unknown.
+
+    Example:
+
+    >>> tasks = km.tasks.Linear(shots=5, queries=10)
+    >>> batch, params = tasks.sample_with_params(meta_batch_size=4, seed=0)
+    >>> params.shape  # (slope, intercept) per task
+    (4, 2)
+    """
+
+    def __init__(self, shots=10, queries=10, split="train", slope=(-3.0, 3.0),
+                 intercept=(-3.0, 3.0), x_range=(-5.0, 5.0)):
+        super().__init__(shots, queries, split, x_range)
+        self.slope = _check_range(slope, "slope")
+        self.intercept = _check_range(intercept, "intercept")
+
+    def _generate(self, meta_batch_size, num_points, seed):
+        return _core.linear(meta_batch_size, num_points, seed, self.slope, self.intercept,
+                            self.x_range)
+
+    def get_config(self):
+        return {**super().get_config(), "slope": self.slope, "intercept": self.intercept}
+
+
+class Polynomial(RegressionFamily):
+    """Polynomial regression tasks: y = c_0 + c_1 x + ... + c_d x^d.
+
+    By default a cubic (d = 3) with every coefficient ~ U[-1, 1] and x ~ U[-2, 2]; the
+    narrower input range keeps targets of order 10 (a cubic over [-5, 5] reaches ~150).
+
+    Args:
+        shots: Support points per task (K).
+        queries: Query points per task.
+        split: "train", "val" or "test": disjoint task streams.
+        degree: Polynomial degree d, an integer in [0, 64].
+        coefficients: (low, high) shared by all d + 1 coefficients.
+        x_range: (low, high) of the inputs.
+
+    Raises:
+        TypeError: If `degree` or a count is not an integer or a range not a pair of numbers.
+        ValueError: If `degree` is outside [0, 64], a count is not positive, a range has
+            low > high, or `split` is unknown.
+
+    Example:
+
+    >>> tasks = km.tasks.Polynomial(degree=2, shots=5, queries=10)
+    >>> batch, params = tasks.sample_with_params(meta_batch_size=4, seed=0)
+    >>> params.shape  # params[:, i] multiplies x**i
+    (4, 3)
+    """
+
+    def __init__(self, shots=10, queries=10, split="train", degree=3, coefficients=(-1.0, 1.0),
+                 x_range=(-2.0, 2.0)):
+        super().__init__(shots, queries, split, x_range)
+        if isinstance(degree, (bool, np.bool_)) or not isinstance(degree, (int, np.integer)):
+            raise TypeError(
+                f"Expected `degree` to be an integer in [0, 64]. Received: degree={degree!r}"
+            )
+        if not 0 <= degree <= 64:
+            raise ValueError(
+                f"Expected `degree` to be an integer in [0, 64]. Received: degree={degree!r}"
+            )
+        self.degree = int(degree)
+        self.coefficients = _check_range(coefficients, "coefficients")
+
+    def _generate(self, meta_batch_size, num_points, seed):
+        return _core.polynomial(meta_batch_size, num_points, seed, self.degree,
+                                self.coefficients, self.x_range)
+
+    def get_config(self):
+        return {**super().get_config(), "degree": self.degree,
+                "coefficients": self.coefficients}
+
+
+class StepFunction(RegressionFamily):
+    """Step-function regression tasks: y = left for x < location, else right.
+
+    location ~ U[-2.5, 2.5], left and right ~ U[-1, 1] independently, x ~ U[-5, 5] by
+    default, so both sides of the step get points in most tasks.
+
+    Args:
+        shots: Support points per task (K).
+        queries: Query points per task.
+        split: "train", "val" or "test": disjoint task streams.
+        location: (low, high) of the step location.
+        levels: (low, high) of each of the two levels.
+        x_range: (low, high) of the inputs.
+
+    Raises:
+        TypeError: If a count is not an integer or a range not a pair of numbers.
+        ValueError: If a count is not positive, a range has low > high, or `split` is unknown.
+
+    Example:
+
+    >>> tasks = km.tasks.StepFunction(shots=10, queries=10)
+    >>> batch, params = tasks.sample_with_params(meta_batch_size=4, seed=0)
+    >>> params.shape  # (location, left, right) per task
+    (4, 3)
+    """
+
+    def __init__(self, shots=10, queries=10, split="train", location=(-2.5, 2.5),
+                 levels=(-1.0, 1.0), x_range=(-5.0, 5.0)):
+        super().__init__(shots, queries, split, x_range)
+        self.location = _check_range(location, "location")
+        self.levels = _check_range(levels, "levels")
+
+    def _generate(self, meta_batch_size, num_points, seed):
+        return _core.step_function(meta_batch_size, num_points, seed, self.location,
+                                   self.levels, self.x_range)
+
+    def get_config(self):
+        return {**super().get_config(), "location": self.location, "levels": self.levels}

@@ -31,4 +31,4 @@ def mlp(seed=0, hidden=16, dtype="float32", batch_norm=False):
 
 
 def weights_of(learner):
-    return [np.array(v) for v in learner.weights]
+    return [v.numpy() for v in learner.weights]

@@ -1,0 +1,197 @@
+"""Generic behaviour of every learner in the shared table."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_meta as km
+from keras_meta.tasks import TaskBatch
+
+from learner_table import LEARNERS, MODES, mlp, weights_of
+
+TASKS = km.tasks.Sinusoid(shots=5, queries=5)
+
+
+class Lines(km.tasks.TaskDistribution):
+    """A user-defined family: y = slope * x."""
+
+    loss = "mse"
+
+    def sample(self, meta_batch_size, seed):
+        rng = np.random.default_rng(seed)
+        slope = rng.uniform(-2, 2, (meta_batch_size, 1, 1)).astype("float32")
+        x = rng.uniform(-1, 1, (meta_batch_size, 8, 1)).astype("float32")
+        y = slope * x
+        return TaskBatch(x[:, :4], y[:, :4], x[:, 4:], y[:, 4:])
+
+
+def trained(name, mode="function", steps=3, tasks=TASKS, loss=None, **fit_kwargs):
+    learner = LEARNERS[name](mlp())
+    learner.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss, **MODES[mode])
+    history = learner.fit(tasks, meta_batch_size=4, epochs=1, steps_per_epoch=steps, verbose=0,
+                          **fit_kwargs)
+    return learner, history
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_execution_modes_agree(name):
+    results = {mode: trained(name, mode) for mode in MODES}
+    reference, reference_history = results["function"]
+    for mode, (learner, history) in results.items():
+        for a, b in zip(weights_of(learner), weights_of(reference)):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=mode)
+        np.testing.assert_allclose(history.history["loss"], reference_history.history["loss"],
+                                   rtol=1e-4, err_msg=mode)
+    assert any(not np.array_equal(a, b) for a, b in
+               zip(weights_of(reference), weights_of(LEARNERS[name](mlp()))))
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_fit_lowers_query_loss_and_counts_steps(name):
+    learner = LEARNERS[name](mlp())
+    learner.compile(optimizer=keras.optimizers.Adam(3e-3))
+    before = learner.evaluate(km.tasks.Sinusoid(shots=5, split="test"), steps=[1],
+                              num_batches=2)[1]["loss"]
+    history = learner.fit(TASKS, meta_batch_size=8, epochs=2, steps_per_epoch=40, verbose=0,
+                          validation_tasks=km.tasks.Sinusoid(shots=5, split="val"))
+    after = learner.evaluate(km.tasks.Sinusoid(shots=5, split="test"), steps=[1],
+                             num_batches=2)[1]["loss"]
+    assert isinstance(history, keras.callbacks.History)
+    assert set(history.history) == {"loss", "val_loss"}
+    assert len(history.history["loss"]) == 2
+    assert int(learner.task_step.numpy()) == 80
+    assert after < before
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_user_defined_family(name):
+    learner, history = trained(name, tasks=Lines(), steps=5)
+    assert np.isfinite(history.history["loss"]).all()
+    assert int(learner.task_step.numpy()) == 5
+
+
+def test_same_seed_same_run_different_seed_different_run():
+    a, ha = trained("maml", seed=7)
+    b, hb = trained("maml", seed=7)
+    c, hc = trained("maml", seed=8)
+    assert ha.history == hb.history
+    for x, y in zip(weights_of(a), weights_of(b)):
+        np.testing.assert_array_equal(x, y)
+    assert ha.history != hc.history
+
+
+def test_dataset_and_task_pool_inputs():
+    pool = TASKS.sample(16, 3)
+    learner, history = trained("maml", tasks=pool, loss="mse", steps=None)
+    assert int(learner.task_step.numpy()) == 4  # 16 tasks / meta-batch 4
+    dataset = tf.data.Dataset.from_tensors(TASKS.sample(4, 0)).repeat()
+    learner = LEARNERS["maml"](mlp())
+    learner.compile(loss="mse")
+    learner.fit(dataset, epochs=1, steps_per_epoch=3, verbose=0)
+    assert int(learner.task_step.numpy()) == 3
+
+
+def test_steps_per_execution_matches_single_steps():
+    single, _ = trained("maml", steps=6)
+    learner = LEARNERS["maml"](mlp())
+    learner.compile(optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=3,
+                    **MODES["function"])
+    learner.fit(TASKS, meta_batch_size=4, epochs=1, steps_per_epoch=6, verbose=0)
+    for a, b in zip(weights_of(learner), weights_of(single)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_adapt_returns_adapted_copy_and_leaves_meta_weights(name):
+    learner, _ = trained(name)
+    before = weights_of(learner)
+    batch = km.tasks.Sinusoid(shots=10, split="test").sample(1, 0)
+    adapted = learner.adapt(batch.support_x[0], batch.support_y[0], steps=5)
+    for a, b in zip(weights_of(learner), before):
+        np.testing.assert_array_equal(a, b)
+    assert isinstance(adapted, keras.Model)
+    assert adapted is not learner.model
+    mse = lambda m: float(np.mean((m.predict(batch.support_x[0], verbose=0) - batch.support_y[0]) ** 2))
+    assert mse(adapted) < mse(learner.model)
+    # Zero steps give the meta-model back.
+    zero = learner.adapt(batch.support_x[0], batch.support_y[0], steps=0)
+    np.testing.assert_allclose(zero.predict(batch.query_x[0], verbose=0),
+                               learner.model.predict(batch.query_x[0], verbose=0), rtol=1e-6)
+
+
+def test_evaluate_reports_every_requested_step():
+    learner, _ = trained("maml")
+    result = learner.evaluate(km.tasks.Sinusoid(shots=5, split="test"), steps=[0, 1, 5, 10],
+                              num_batches=2, meta_batch_size=5)
+    assert sorted(result) == [0, 1, 5, 10]
+    assert all(np.isfinite(result[s]["loss"]) for s in result)
+    assert result[0]["loss"] != result[1]["loss"]
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_keras_file_round_trip(name, tmp_path):
+    learner, _ = trained(name)
+    path = tmp_path / "learner.keras"
+    learner.save(path)
+    restored = keras.saving.load_model(path)
+    assert type(restored) is type(learner)
+    for a, b in zip(weights_of(restored), weights_of(learner)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(restored.optimizer.variables, learner.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    batch = TASKS.sample(2, 99)
+    np.testing.assert_allclose(restored.predict(batch.query_x[0], verbose=0),
+                               learner.predict(batch.query_x[0], verbose=0), rtol=1e-6)
+    a = learner.adapt(batch.support_x[0], batch.support_y[0], steps=2)
+    b = restored.adapt(batch.support_x[0], batch.support_y[0], steps=2)
+    np.testing.assert_allclose(a.predict(batch.query_x[0], verbose=0),
+                               b.predict(batch.query_x[0], verbose=0), rtol=1e-5, atol=1e-6)
+    restored.fit(TASKS, meta_batch_size=4, steps_per_epoch=1, verbose=0)
+    assert int(restored.task_step.numpy()) == 4
+
+
+def test_adapted_model_exports_a_savedmodel_plain_tensorflow_serves(tmp_path):
+    learner, _ = trained("maml")
+    batch = km.tasks.Sinusoid(shots=10, split="test").sample(1, 0)
+    adapted = learner.adapt(batch.support_x[0], batch.support_y[0], steps=3)
+    export_dir = tmp_path / "adapted"
+    adapted.export(str(export_dir))
+    np.save(tmp_path / "x.npy", batch.query_x[0])
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        f"m = tf.saved_model.load({str(export_dir)!r})\n"
+        f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
+        "y = m.serve(tf.constant(x)).numpy()\n"
+        "assert not any(k.startswith('keras_meta') for k in sys.modules)\n"
+        f"np.save({str(tmp_path / 'y.npy')!r}, y)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=tmp_path)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"),
+                               adapted.predict(batch.query_x[0], verbose=0), rtol=1e-5)
+
+
+def test_stock_callbacks(tmp_path):
+    learner = LEARNERS["maml"](mlp())
+    learner.compile()
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(str(tmp_path / "ckpt.keras")),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=5),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.BackupAndRestore(str(tmp_path / "backup")),
+        keras.callbacks.TensorBoard(str(tmp_path / "tb")),
+    ]
+    history = learner.fit(TASKS, meta_batch_size=4, epochs=2, steps_per_epoch=3, verbose=0,
+                          validation_tasks=km.tasks.Sinusoid(shots=5, split="val"),
+                          callbacks=callbacks)
+    assert len(history.history["loss"]) == 2
+    assert (tmp_path / "ckpt.keras").exists()
+    assert any((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    restored = keras.saving.load_model(tmp_path / "ckpt.keras")
+    for a, b in zip(weights_of(restored), weights_of(learner)):
+        np.testing.assert_array_equal(a, b)
