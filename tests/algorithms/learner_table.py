@@ -5,12 +5,17 @@ import numpy as np
 
 import keras_meta as km
 
+
+def _learner(cls, **defaults):
+    return lambda model, **kwargs: cls(model, **{**defaults, **kwargs})
+
+
 LEARNERS = {
-    "maml": lambda model, **kw: km.MAML(model, inner_lr=0.05, inner_steps=2, **kw),
-    "fomaml": lambda model, **kw: km.FOMAML(model, inner_lr=0.05, inner_steps=2, **kw),
-    "meta_sgd": lambda model, **kw: km.MetaSGD(model, inner_lr=0.05, **kw),
-    "anil": lambda model, **kw: km.ANIL(model, inner_lr=0.05, inner_steps=2, **kw),
-    "reptile": lambda model, **kw: km.Reptile(model, inner_lr=0.05, inner_steps=3, **kw),
+    "maml": _learner(km.MAML, inner_lr=0.05, inner_steps=2),
+    "fomaml": _learner(km.FOMAML, inner_lr=0.05, inner_steps=2),
+    "meta_sgd": _learner(km.MetaSGD, inner_lr=0.05),
+    "anil": _learner(km.ANIL, inner_lr=0.05, inner_steps=2),
+    "reptile": _learner(km.Reptile, inner_lr=0.05, inner_steps=3),
 }
 
 MODES = {
