@@ -140,6 +140,17 @@ def _loss_function(loss):
     return fn
 
 
+def summarize(per_task):
+    """Means over tasks and 95% confidence half-widths, `1.96 * std / sqrt(n)`."""
+    out = {}
+    for name, values in per_task.items():
+        values = np.asarray(values, dtype=np.float64)
+        out[name] = float(values.mean())
+        spread = values.std(ddof=1) if len(values) > 1 else 0.0
+        out[name + "_ci95"] = float(1.96 * spread / np.sqrt(len(values)))
+    return out
+
+
 def _serialize_loss(loss):
     if loss is None or isinstance(loss, str):
         return loss
@@ -553,12 +564,12 @@ class MetaLearner(keras.Model):
         batch = TaskBatch(*(tf.convert_to_tensor(t) for t in as_task_batch(data)))
         fn = self._curve_fn((self.inner_steps,))
         losses, predictions = fn(batch, tf.constant(self.inner_lr, self._loss_dtype()))
-        return self._update_metrics(losses[0], batch.query_y, predictions[0])
+        return self._update_metrics(tf.reduce_mean(losses[:, 0]), batch.query_y, predictions[0])
 
     # ----- adaptation curves (evaluation) ---------------------------------------------
 
     def _curve(self, batch, inner_lr, steps):
-        """Mean query loss and predictions after each step count in `steps`."""
+        """Per-task query losses `[tasks, steps]` and predictions `[steps, tasks, ...]`."""
         non_trainables = variable_values(self.model.non_trainable_variables)
         meta_values = variable_values(self.meta_variables())
         wanted = set(steps)
@@ -588,7 +599,7 @@ class MetaLearner(keras.Model):
             )
         # [tasks, steps, ...] -> [steps, tasks, ...]
         perm = [1, 0] + list(range(2, len(predictions.shape)))
-        return tf.reduce_mean(losses, axis=0), tf.transpose(predictions, perm)
+        return losses, tf.transpose(predictions, perm)
 
     def _curve_fn(self, steps):
         steps = tuple(steps)
@@ -796,7 +807,8 @@ class MetaLearner(keras.Model):
             inner_lr: Evaluation step size (defaults to `inner_lr`).
 
         Returns:
-            `{step: {"loss": float, **metrics}}`.
+            `{step: {"loss": mean, "loss_ci95": half-width, metric: ..., metric_ci95: ...}}`:
+            means over tasks with the half-width of their normal 95% confidence interval.
         """
         steps = tuple(check_steps(s, "steps", allow_zero=True) for s in steps)
         if not steps:
@@ -821,20 +833,19 @@ class MetaLearner(keras.Model):
             raise RuntimeError("Call `compile()` before `evaluate`.")
         self._resolve_execution()
         fn = self._curve_fn(steps)
-        names = ["loss"] + [m.name for m in self._query_metrics]
-        totals = {s: {n: 0.0 for n in names} for s in steps}
+        per_task = {s: {"loss": []} for s in steps}
         for b in batches:
             b = TaskBatch(*(tf.convert_to_tensor(np.asarray(v)) for v in b))
             losses, predictions = fn(b, tf.constant(inner_lr, self._loss_dtype()))
             for k, s in enumerate(steps):
-                totals[s]["loss"] += float(losses[k]) / len(batches)
+                per_task[s]["loss"].extend(losses[:, k].numpy().tolist())
                 for metric in self._query_metrics:
-                    metric.reset_state()
-                    y = tf.reshape(b.query_y, [-1, *b.query_y.shape[2:]])
-                    p = tf.reshape(predictions[k], [-1, *predictions.shape[3:]])
-                    metric.update_state(y, p)
-                    totals[s][metric.name] += float(metric.result()) / len(batches)
-        return totals
+                    values = per_task[s].setdefault(metric.name, [])
+                    for y, p in zip(b.query_y, predictions[k]):
+                        metric.reset_state()
+                        metric.update_state(y, p)
+                        values.append(float(metric.result()))
+        return {s: summarize(values) for s, values in per_task.items()}
 
     def adapt(self, support_x, support_y, steps=None, inner_lr=None):
         """A new Keras model with weights adapted to one task; meta-weights untouched.

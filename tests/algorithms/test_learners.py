@@ -195,3 +195,19 @@ def test_stock_callbacks(tmp_path):
     restored = keras.saving.load_model(tmp_path / "ckpt.keras")
     for a, b in zip(weights_of(restored), weights_of(learner)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_evaluate_confidence_intervals_match_a_hand_computation():
+    learner, _ = trained("maml")
+    tasks = km.tasks.Sinusoid(shots=5, split="test")
+    result = learner.evaluate(tasks, steps=[2], meta_batch_size=4, num_batches=2, seed=3)
+    losses = []
+    for b in range(2):
+        batch = tasks.sample(4, km.tasks.step_seed(3, b))
+        for sx, sy, qx, qy in zip(*batch):
+            adapted = learner.adapt(sx, sy, steps=2)
+            # The meta-learner evaluates with batch statistics: training=True forward.
+            losses.append(float(np.mean((adapted(qx, training=True).numpy() - qy) ** 2)))
+    np.testing.assert_allclose(result[2]["loss"], np.mean(losses), rtol=1e-4)
+    np.testing.assert_allclose(result[2]["loss_ci95"],
+                               1.96 * np.std(losses, ddof=1) / np.sqrt(8), rtol=1e-3)
