@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.keras_meta_installed
-EXTRAS ?= dev
+EXTRAS ?= dev,tf-agents,mujoco
 
 .PHONY: install build demo test bench clean
 

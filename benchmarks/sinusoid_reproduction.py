@@ -21,7 +21,7 @@ import numpy as np
 import keras_meta as km
 
 EVAL_STEPS = [0, 1, 5, 10]
-EVAL_LRS = [0.001, 0.003, 0.01, 0.02]
+EVAL_LRS = [0.001, 0.003, 0.005, 0.01, 0.02]
 
 
 def mlp():

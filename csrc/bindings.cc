@@ -6,4 +6,5 @@ PYBIND11_MODULE(_core, m) {
   keras_meta::register_regression(m);
   keras_meta::register_sampler(m);
   keras_meta::register_rollout(m);
+  keras_meta::register_navigation(m);
 }

@@ -7,4 +7,5 @@ void register_random(pybind11::module_& m);
 void register_regression(pybind11::module_& m);
 void register_sampler(pybind11::module_& m);
 void register_rollout(pybind11::module_& m);
+void register_navigation(pybind11::module_& m);
 }  // namespace keras_meta

@@ -12,7 +12,7 @@ maml.fit(km.tasks.Sinusoid(shots=10, queries=10), meta_batch_size=25, steps_per_
 ```
 """
 
-from keras_meta import baselines, datasets, inner, tasks
+from keras_meta import baselines, datasets, inner, rl, tasks
 from keras_meta.algorithms import ANIL, FOMAML, MAML, MetaLearner, MetaSGD, Reptile
 from keras_meta.tasks import TaskBatch, TaskDistribution
 
@@ -31,5 +31,6 @@ __all__ = [
     "baselines",
     "datasets",
     "inner",
+    "rl",
     "tasks",
 ]

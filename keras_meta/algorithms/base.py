@@ -8,8 +8,11 @@ the adapted weights, and one outer optimizer update of the meta-weights. Because
 saving work as usual.
 """
 
-import numpy as np
+import json
+import os
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_meta import inner
@@ -140,6 +143,23 @@ def _loss_function(loss):
     return fn
 
 
+def _steps_done_in_interrupted_epoch(callbacks):
+    """Batches of the epoch that a BackupAndRestore backup was taken in.
+
+    Keras's BackupAndRestore restores the weights and the epoch, and restarts that
+    epoch from batch 0; with `save_freq=N` its metadata records the last batch seen.
+    """
+    for callback in callbacks or []:
+        if not isinstance(callback, keras.callbacks.BackupAndRestore):
+            continue
+        path = callback._training_metadata_path
+        if callback.save_freq == "epoch" or not os.path.exists(path):
+            return 0
+        with open(path) as f:
+            return int(json.load(f).get("batch", -1)) + 1
+    return 0
+
+
 def summarize(per_task):
     """Means over tasks and 95% confidence half-widths, `1.96 * std / sqrt(n)`."""
     out = {}
@@ -216,6 +236,7 @@ class MetaLearner(keras.Model):
         self._metric_spec = None
         self._loss_fn = None
         self._train_source = None
+        self._steps_to_skip = 0
         self._functions = {}
         self.jit = False
         self.vectorize = False
@@ -317,7 +338,7 @@ class MetaLearner(keras.Model):
         if isinstance(config.get("loss"), dict):
             config["loss"] = keras.losses.deserialize(config["loss"])
         self.compile(**config)
-        self.optimizer.build(self.meta_variables())
+        self.optimizer.build(self.trainable_variables)
 
     def get_config(self):
         return {
@@ -543,6 +564,24 @@ class MetaLearner(keras.Model):
             value.set_shape(s.shape)
         return TaskBatch(*values)
 
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        super().make_train_function(force)
+        run_steps = self.train_function
+
+        def train_function(iterator):
+            # Keras restarts an interrupted epoch from its first batch; the steps the
+            # restored state already contains are passed over, so a resumed run takes
+            # exactly the steps (and tasks) of an uninterrupted one.
+            if self._steps_to_skip > 0:
+                self._steps_to_skip -= self.steps_per_execution
+                return {m.name: m.result() for m in self.metrics}
+            return run_steps(iterator)
+
+        self.train_function = train_function
+        return train_function
+
     def train_step(self, data):
         batch = self._batch_from_data(data)
         grads, loss, predictions, new_nts = self._meta_gradient_fn()(batch)
@@ -737,6 +776,11 @@ class MetaLearner(keras.Model):
             self.train_function = None
             self._train_source = tasks
         self.test_function = None
+        if not self.optimizer.built:
+            # The order Keras uses when it restores optimizer state (BackupAndRestore,
+            # load_weights): slot variables are matched by position.
+            self.optimizer.build(self.trainable_variables)
+        self._steps_to_skip = _steps_done_in_interrupted_epoch(callbacks)
         return super().fit(
             x, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
             validation_data=validation_data, verbose=verbose, initial_epoch=initial_epoch,

@@ -1,0 +1,65 @@
+"""MAML-RL reproduction: 2D navigation (Finn et al., 2017, fig. 4 / table) and HalfCheetah.
+
+Paper, 2D navigation, mean return after 0/1/2/3 policy-gradient steps: -40.4 / -11.7 / -3.3 / -3.2.
+Protocol: policy MLP 100-100 ReLU, 20 tasks x 20 episodes per meta-iteration, horizon 100,
+alpha = 0.1, TRPO outer step (max KL 0.01); evaluation on held-out goals with alpha = 0.1.
+
+    python benchmarks/maml_rl.py --quick                # a few iterations, small evaluation
+    python benchmarks/maml_rl.py                        # full navigation run
+    python benchmarks/maml_rl.py --env halfcheetah-dir --iterations 20
+"""
+
+import argparse
+import time
+
+import keras
+import numpy as np
+
+from keras_meta.rl import MAMLRL, GaussianPolicy, HalfCheetahDir, HalfCheetahVel, Navigation2D
+
+ENVS = {"navigation": Navigation2D, "halfcheetah-dir": HalfCheetahDir, "halfcheetah-vel": HalfCheetahVel}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--env", default="navigation", choices=sorted(ENVS))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--meta-batch-size", type=int, default=None)
+    parser.add_argument("--episodes", type=int, default=None)
+    parser.add_argument("--eval-tasks", type=int, default=None)
+    parser.add_argument("--outer", default="trpo", choices=["trpo", "ppo"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    navigation = args.env == "navigation"
+    iterations = args.iterations or (10 if args.quick else (200 if navigation else 300))
+    meta_batch = args.meta_batch_size or (20 if navigation else (10 if args.quick else 40))
+    episodes = args.episodes or (20 if navigation else (10 if args.quick else 20))
+    eval_tasks = args.eval_tasks or (10 if args.quick else 40)
+    env = ENVS[args.env]()
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    body = keras.Sequential([keras.Input((obs_dim,)), keras.layers.Dense(100, activation="relu"),
+                             keras.layers.Dense(100, activation="relu"), keras.layers.Dense(act_dim)])
+    learner = MAMLRL(GaussianPolicy(body, act_dim), env, inner_lr=0.1, outer=args.outer, seed=args.seed)
+    print(f"env={args.env} iterations={iterations} meta_batch={meta_batch} episodes={episodes} outer={args.outer}")
+    start = time.perf_counter()
+    for it in range(iterations):
+        t0 = time.perf_counter()
+        logs = learner.fit(epochs=1, meta_batch_size=meta_batch, episodes_per_task=episodes, verbose=0).history
+        print(f"iter {it + 1:4d}  pre {logs['pre_return'][0]:9.2f}  post {logs['post_return'][0]:9.2f}  "
+              f"kl {logs['kl'][0]:.4f}  {time.perf_counter() - t0:6.1f}s", flush=True)
+    train_time = time.perf_counter() - start
+    tasks = env.sample_tasks(eval_tasks, seed=10_000 + args.seed)
+    t0 = time.perf_counter()
+    results = learner.meta_evaluate(tasks, steps=[0, 1, 2, 3], episodes=episodes, seed=1)
+    print(f"train wall time {train_time:.1f}s ({iterations} meta-iterations), eval {time.perf_counter() - t0:.1f}s")
+    print("steps   " + "  ".join(f"{k:>8d}" for k in results))
+    print("return  " + "  ".join(f"{v:8.2f}" for v in results.values()))
+    if navigation:
+        print("paper   " + "  ".join(f"{v:8.1f}" for v in (-40.4, -11.7, -3.3, -3.2)))
+    print(f"post-adaptation gain (3 steps - 0 steps): {results[3] - results[0]:.2f}")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()

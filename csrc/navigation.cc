@@ -1,0 +1,132 @@
+// Batched 2D navigation (Finn et al., 2017, sec. 5.3): a point starts at the origin, moves by
+// an action clipped to [-max_action, max_action]^2 and is rewarded by minus its distance to
+// its goal. An episode terminates within goal_tolerance of the goal on both axes and is
+// truncated after `horizon` steps. Autoreset follows gymnasium's NEXT_STEP mode: the step
+// after an episode end ignores its action and returns the reset observation, reward 0.
+// Distances are computed in double from float32 positions, exactly as the NumPy twin and the
+// gymnasium environment do, so all three agree bit for bit.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "checks.h"
+#include "modules.h"
+
+namespace keras_meta {
+
+namespace {
+
+class BatchedNavigation {
+ public:
+  BatchedNavigation(int64_t num_envs, int64_t horizon, double max_action, double goal_tolerance)
+      : n_(positive(num_envs, "num_envs")),
+        horizon_(positive(horizon, "horizon")),
+        max_action_(static_cast<float>(max_action)),
+        tol_(static_cast<float>(goal_tolerance)),
+        pos_(static_cast<size_t>(2 * n_), 0.0f),
+        goal_(static_cast<size_t>(2 * n_), 0.0f),
+        steps_(static_cast<size_t>(n_), 0),
+        needs_reset_(static_cast<size_t>(n_), 0) {
+    require(max_action > 0, "Expected `max_action` to be positive. Received: max_action=" + repr_of(max_action));
+    require(goal_tolerance >= 0,
+            "Expected `goal_tolerance` to be non-negative. Received: goal_tolerance=" + repr_of(goal_tolerance));
+  }
+
+  void set_goals(const py::handle& goals_h) {
+    auto goals = exact_array<float>(goals_h, "goals");
+    require(goals.ndim() == 2 && goals.shape(0) == n_ && goals.shape(1) == 2,
+            "Expected `goals` to have shape (" + std::to_string(n_) + ", 2). Received: goals.shape=(" +
+                std::to_string(goals.ndim() > 0 ? goals.shape(0) : 0) + ", ...) with ndim=" +
+                std::to_string(goals.ndim()));
+    std::memcpy(goal_.data(), goals.data(), sizeof(float) * 2 * n_);
+  }
+
+  py::array_t<float> goals() const {
+    py::array_t<float> out({n_, int64_t{2}});
+    std::memcpy(out.mutable_data(), goal_.data(), sizeof(float) * 2 * n_);
+    return out;
+  }
+
+  py::array_t<float> reset() {
+    std::fill(pos_.begin(), pos_.end(), 0.0f);
+    std::fill(steps_.begin(), steps_.end(), 0);
+    std::fill(needs_reset_.begin(), needs_reset_.end(), 0);
+    return observation();
+  }
+
+  py::tuple step(const py::handle& actions_h) {
+    auto actions = exact_array<float>(actions_h, "actions");
+    require(actions.ndim() == 2 && actions.shape(0) == n_ && actions.shape(1) == 2,
+            "Expected `actions` to have shape (" + std::to_string(n_) +
+                ", 2) and dtype float32. Received: actions with ndim=" + std::to_string(actions.ndim()) +
+                (actions.ndim() > 0 ? ", shape[0]=" + std::to_string(actions.shape(0)) : std::string()));
+    py::array_t<float> obs({n_, int64_t{2}});
+    py::array_t<float> rewards(n_);
+    py::array_t<bool> terminated(n_), truncated(n_);
+    const float* a = actions.data();
+    float *o = obs.mutable_data(), *r = rewards.mutable_data();
+    bool *te = terminated.mutable_data(), *tr = truncated.mutable_data();
+    {
+      py::gil_scoped_release release;
+      for (int64_t i = 0; i < n_; ++i) {
+        float* p = pos_.data() + 2 * i;
+        if (needs_reset_[i]) {
+          p[0] = p[1] = 0.0f;
+          steps_[i] = 0;
+          needs_reset_[i] = 0;
+          r[i] = 0.0f;
+          te[i] = tr[i] = false;
+        } else {
+          p[0] = p[0] + std::min(std::max(a[2 * i], -max_action_), max_action_);
+          p[1] = p[1] + std::min(std::max(a[2 * i + 1], -max_action_), max_action_);
+          const float dx = p[0] - goal_[2 * i], dy = p[1] - goal_[2 * i + 1];
+          const double d2 = static_cast<double>(dx) * dx + static_cast<double>(dy) * dy;
+          r[i] = static_cast<float>(-std::sqrt(d2));
+          ++steps_[i];
+          te[i] = std::fabs(dx) < tol_ && std::fabs(dy) < tol_;
+          tr[i] = !te[i] && steps_[i] >= horizon_;
+          needs_reset_[i] = te[i] || tr[i];
+        }
+        o[2 * i] = p[0];
+        o[2 * i + 1] = p[1];
+      }
+    }
+    return py::make_tuple(obs, rewards, terminated, truncated);
+  }
+
+  int64_t num_envs() const { return n_; }
+  int64_t horizon() const { return horizon_; }
+
+ private:
+  py::array_t<float> observation() const {
+    py::array_t<float> obs({n_, int64_t{2}});
+    std::memcpy(obs.mutable_data(), pos_.data(), sizeof(float) * 2 * n_);
+    return obs;
+  }
+
+  int64_t n_, horizon_;
+  float max_action_, tol_;
+  std::vector<float> pos_, goal_;
+  std::vector<int64_t> steps_;
+  std::vector<uint8_t> needs_reset_;
+};
+
+}  // namespace
+
+void register_navigation(py::module_& m) {
+  py::class_<BatchedNavigation>(m, "BatchedNavigation",
+                                "N independent 2D navigation episodes with NEXT_STEP autoreset.")
+      .def(py::init<int64_t, int64_t, double, double>(), py::arg("num_envs"), py::arg("horizon") = 100,
+           py::arg("max_action") = 0.1, py::arg("goal_tolerance") = 0.01)
+      .def("set_goals", &BatchedNavigation::set_goals, py::arg("goals"), "Goals float32 [N, 2].")
+      .def("goals", &BatchedNavigation::goals)
+      .def("reset", &BatchedNavigation::reset, "Moves every point to the origin; returns obs [N, 2].")
+      .def("step", &BatchedNavigation::step, py::arg("actions"),
+           "Returns (obs [N, 2], rewards [N], terminated [N], truncated [N]).")
+      .def_property_readonly("num_envs", &BatchedNavigation::num_envs)
+      .def_property_readonly("horizon", &BatchedNavigation::horizon);
+}
+
+}  // namespace keras_meta

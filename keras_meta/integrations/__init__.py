@@ -1,0 +1,1 @@
+"""Optional bridges to other libraries, each imported lazily by its own module."""

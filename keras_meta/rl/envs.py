@@ -1,0 +1,293 @@
+"""Task-parametrised environments with the gymnasium API.
+
+Every task environment implements the task interface:
+
+- `sample_tasks(n, seed) -> list` of tasks (a pure function of its arguments),
+- `set_task(task)` selects the task used from the next `reset` on,
+- `get_task()` returns the current task.
+
+Tasks are small dicts of NumPy values, so they can be logged and pickled.
+"""
+
+import numpy as np
+import gymnasium
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+
+from keras_meta import _core
+from keras_meta._twin import navigation as _navigation_twin
+
+TASK_INTERFACE = ("sample_tasks", "set_task", "get_task")
+
+
+def _find_attr(env, name):
+    # Task methods live on the innermost task env; gymnasium wrappers hide them.
+    if hasattr(env, name):
+        return getattr(env, name)
+    if hasattr(env, "get_wrapper_attr"):
+        try:
+            return env.get_wrapper_attr(name)
+        except AttributeError:
+            return None
+    return None
+
+
+def check_task_env(env):
+    """Raises a TypeError unless `env` implements the task interface.
+
+    Args:
+        env: A gymnasium environment (possibly wrapped) or vector environment.
+
+    Returns:
+        `env`, unchanged.
+
+    Raises:
+        TypeError: If `sample_tasks`, `set_task` or `get_task` is missing.
+    """
+    missing = [n for n in TASK_INTERFACE if not callable(_find_attr(env, n))]
+    if missing:
+        raise TypeError(
+            "Expected `env` to implement the task interface (sample_tasks(n, seed), "
+            "set_task(task), get_task()). Received: env of type "
+            f"{type(env).__name__} without {', '.join(missing)}. Subclass "
+            "keras_meta.rl.TaskEnv or add these methods."
+        )
+    return env
+
+
+class TaskEnv:
+    """Mixin declaring the task interface; subclasses implement all three methods."""
+
+    def sample_tasks(self, n, seed):
+        raise NotImplementedError
+
+    def set_task(self, task):
+        raise NotImplementedError
+
+    def get_task(self):
+        raise NotImplementedError
+
+    def clone(self):
+        """A fresh environment of the same kind and configuration (used for vectorisation)."""
+        return type(self)(**self._config)
+
+
+def _check_count(n):
+    if int(n) != n or n <= 0:
+        raise ValueError(f"Expected `n` to be a positive integer. Received: n={n!r}")
+    return int(n)
+
+
+class Navigation2D(gymnasium.Env, TaskEnv):
+    """The 2D navigation task of MAML (Finn et al., 2017, sec. 5.3).
+
+    A point starts at the origin; each action moves it by `clip(a, -0.1, 0.1)` per axis.
+    The reward is `-||p - goal||` after the move. The episode terminates when the point
+    is within 0.01 of the goal on both axes and is truncated after `horizon` steps.
+    Goals are drawn from U[-0.5, 0.5]^2.
+
+    Args:
+        horizon: Episode length (100 in the paper).
+        max_action: Per-axis action bound.
+        goal_tolerance: Termination radius per axis.
+
+    Example:
+
+    >>> env = Navigation2D()
+    >>> env.set_task(env.sample_tasks(1, seed=0)[0])
+    >>> obs, info = env.reset(seed=0)
+    >>> obs
+    array([0., 0.], dtype=float32)
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, horizon=100, max_action=0.1, goal_tolerance=0.01):
+        self._config = dict(horizon=horizon, max_action=max_action, goal_tolerance=goal_tolerance)
+        self.horizon = int(horizon)
+        self._max = np.float32(max_action)
+        self._tol = np.float32(goal_tolerance)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        self.action_space = spaces.Box(-self._max, self._max, (2,), np.float32)
+        self._goal = np.zeros(2, np.float32)
+        self._pos = np.zeros(2, np.float32)
+        self._steps = 0
+
+    def sample_tasks(self, n, seed):
+        rng = np.random.default_rng(seed)
+        goals = rng.uniform(-0.5, 0.5, (_check_count(n), 2)).astype(np.float32)
+        return [{"goal": g} for g in goals]
+
+    def set_task(self, task):
+        goal = np.asarray(task["goal"], np.float32)
+        if goal.shape != (2,):
+            raise ValueError(f"Expected task['goal'] to have shape (2,). Received: shape={goal.shape}")
+        self._goal = goal.copy()
+
+    def get_task(self):
+        return {"goal": self._goal.copy()}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._pos = np.zeros(2, np.float32)
+        self._steps = 0
+        return self._pos.copy(), {}
+
+    def step(self, action):
+        action = np.clip(np.asarray(action, np.float32).reshape(2), -self._max, self._max)
+        self._pos = (self._pos + action).astype(np.float32)
+        diff = self._pos - self._goal
+        reward = np.float32(-np.sqrt(np.float64(diff[0]) ** 2 + np.float64(diff[1]) ** 2))
+        self._steps += 1
+        terminated = bool(np.all(np.abs(diff) < self._tol))
+        truncated = not terminated and self._steps >= self.horizon
+        return self._pos.copy(), float(reward), terminated, truncated, {}
+
+
+class _MujocoTaskEnv(gymnasium.Wrapper, TaskEnv):
+    """A gymnasium MuJoCo v5 env whose reward is replaced by a task reward."""
+
+    env_id = None
+
+    def __init__(self, horizon=200, **make_kwargs):
+        self._config = dict(horizon=horizon, **make_kwargs)
+        super().__init__(gymnasium.make(self.env_id, max_episode_steps=horizon, **make_kwargs))
+        self.horizon = int(horizon)
+        self._task = self.sample_tasks(1, seed=0)[0]
+
+    def set_task(self, task):
+        self._task = dict(task)
+
+    def get_task(self):
+        return dict(self._task)
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = self.env.step(action)
+        reward = self._task_reward(np.asarray(action, np.float64), info)
+        return obs.astype(np.float32), float(reward), terminated, truncated, info
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        return obs.astype(np.float32), info
+
+    @property
+    def observation_space(self):
+        inner = self.env.observation_space
+        return spaces.Box(-np.inf, np.inf, inner.shape, np.float32)
+
+
+class HalfCheetahVel(_MujocoTaskEnv):
+    """HalfCheetah-v5 running at a target velocity (MAML sec. 5.3; ProMP).
+
+    Reward: `-|v_x - v_goal| - 0.05 * ||a||^2`, `v_goal ~ U[0, 2]`, horizon 200.
+    """
+
+    env_id = "HalfCheetah-v5"
+
+    def sample_tasks(self, n, seed):
+        rng = np.random.default_rng(seed)
+        return [{"velocity": float(v)} for v in rng.uniform(0.0, 2.0, _check_count(n))]
+
+    def _task_reward(self, action, info):
+        return -abs(info["x_velocity"] - self._task["velocity"]) - 0.05 * np.sum(action**2)
+
+
+class HalfCheetahDir(_MujocoTaskEnv):
+    """HalfCheetah-v5 running forward (+1) or backward (-1) (MAML sec. 5.3).
+
+    Reward: `d * v_x - 0.05 * ||a||^2`, `d ~ U{-1, +1}`, horizon 200.
+    """
+
+    env_id = "HalfCheetah-v5"
+
+    def sample_tasks(self, n, seed):
+        rng = np.random.default_rng(seed)
+        return [{"direction": float(d)} for d in rng.choice([-1.0, 1.0], _check_count(n))]
+
+    def _task_reward(self, action, info):
+        return self._task["direction"] * info["x_velocity"] - 0.05 * np.sum(action**2)
+
+
+class AntDir(_MujocoTaskEnv):
+    """Ant-v5 running forward (+1) or backward (-1) along x (MAML sec. 5.3; ProMP).
+
+    Reward: `d * v_x - 0.005 * ||a||^2 - contact_cost + 1` (survival bonus); the episode
+    terminates when the torso leaves gymnasium's healthy z range. Horizon 200.
+    """
+
+    env_id = "Ant-v5"
+
+    def sample_tasks(self, n, seed):
+        rng = np.random.default_rng(seed)
+        return [{"direction": float(d)} for d in rng.choice([-1.0, 1.0], _check_count(n))]
+
+    def _task_reward(self, action, info):
+        contact = -float(info.get("reward_contact", 0.0))
+        return self._task["direction"] * info["x_velocity"] - 0.005 * np.sum(action**2) - contact + 1.0
+
+
+class BatchedNavigation2D(gymnasium.vector.VectorEnv):
+    """`num_envs` 2D navigation episodes stepped together in C++ (NEXT_STEP autoreset).
+
+    Each sub-environment has its own task (`set_tasks`), so one vector env holds a whole
+    meta-batch: sub-env `i` of `T * E` typically runs task `i // E`.
+
+    Args:
+        num_envs: Number of sub-environments.
+        horizon: Episode length.
+        backend: "native" (keras_meta._core) or "numpy" (the twin, for tests).
+
+    Example:
+
+    >>> venv = BatchedNavigation2D(4)
+    >>> venv.set_tasks(venv.sample_tasks(4, seed=0))
+    >>> obs, _ = venv.reset()
+    >>> obs.shape
+    (4, 2)
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs, horizon=100, max_action=0.1, goal_tolerance=0.01, backend="native"):
+        if backend == "native":
+            self._impl = _core.BatchedNavigation(num_envs, horizon, max_action, goal_tolerance)
+        elif backend == "numpy":
+            self._impl = _navigation_twin.BatchedNavigation(num_envs, horizon, max_action, goal_tolerance)
+        else:
+            raise ValueError(f"Expected `backend` to be 'native' or 'numpy'. Received: backend={backend!r}")
+        self._proto = Navigation2D(horizon, max_action, goal_tolerance)
+        self.num_envs = int(num_envs)
+        self.horizon = int(horizon)
+        self.single_observation_space = self._proto.observation_space
+        self.single_action_space = self._proto.action_space
+        self.observation_space = spaces.Box(-np.inf, np.inf, (self.num_envs, 2), np.float32)
+        self.action_space = spaces.Box(-np.float32(max_action), np.float32(max_action), (self.num_envs, 2), np.float32)
+
+    def sample_tasks(self, n, seed):
+        return self._proto.sample_tasks(n, seed)
+
+    def set_tasks(self, tasks):
+        """Sets one task per sub-environment (a list of `num_envs` tasks)."""
+        if len(tasks) != self.num_envs:
+            raise ValueError(
+                f"Expected one task per sub-environment ({self.num_envs}). Received: {len(tasks)} tasks"
+            )
+        self._impl.set_goals(np.stack([np.asarray(t["goal"], np.float32) for t in tasks]))
+
+    def set_task(self, task):
+        self.set_tasks([task] * self.num_envs)
+
+    def get_task(self):
+        return {"goal": self._impl.goals()[0]}
+
+    def get_tasks(self):
+        return [{"goal": g} for g in self._impl.goals()]
+
+    def reset(self, *, seed=None, options=None):
+        del seed, options  # deterministic: every episode starts at the origin
+        return self._impl.reset(), {}
+
+    def step(self, actions):
+        actions = np.ascontiguousarray(actions, dtype=np.float32).reshape(self.num_envs, 2)
+        obs, rewards, terminated, truncated = self._impl.step(actions)
+        return obs, rewards, terminated, truncated, {}

@@ -1,0 +1,523 @@
+"""MAML for reinforcement learning (Finn et al., 2017) with TRPO or PPO/ProMP outer steps."""
+
+import collections
+import math
+
+import gymnasium
+import keras
+import numpy as np
+import tensorflow as tf
+from gymnasium.vector import AutoresetMode
+
+from keras_meta import _core, functional, inner
+from keras_meta.rl.buffer import RolloutBuffer
+from keras_meta.rl.envs import BatchedNavigation2D, Navigation2D, _find_attr, check_task_env
+
+Batch = collections.namedtuple("Batch", ["observations", "actions", "advantages", "masks", "steps"])
+Batch.__doc__ = """Tensors `[T, E, H, ...]` of one sampling phase (steps: index within the episode)."""
+
+
+class LinearFeatureBaseline:
+    """The linear time-varying baseline of Duan et al. (2016), used by MAML-RL and ProMP.
+
+    Features `phi(s, t) = [clip(s, -10, 10), clip(s, -10, 10)^2, u, u^2, u^3, 1]` with
+    `u = t / 100`; weights `w = (Phi^T M Phi + reg I)^{-1} Phi^T M R` per task (M: masks,
+    R: discounted returns). Fitted in float64 with TensorFlow ops, batched over tasks.
+
+    Args:
+        reg_coeff: Ridge coefficient.
+    """
+
+    def __init__(self, reg_coeff=1e-5):
+        self.reg_coeff = reg_coeff
+
+    @staticmethod
+    def features(obs, steps):
+        obs = tf.clip_by_value(tf.cast(obs, tf.float64), -10.0, 10.0)
+        obs = tf.reshape(obs, tf.concat([tf.shape(obs)[:3], [-1]], 0))
+        u = tf.cast(steps, tf.float64)[..., None] / 100.0
+        return tf.concat([obs, obs**2, u, u**2, u**3, tf.ones_like(u)], axis=-1)
+
+    def fit_predict(self, obs, next_obs, steps, returns, masks):
+        """Fits one baseline per task and returns `(V(s_t), V(s_{t+1}))`, float32 `[T, E, H]`."""
+        phi = self.features(obs, steps)
+        p = phi.shape[-1]
+        t = tf.shape(phi)[0]
+        flat = tf.reshape(phi, [t, -1, p])
+        m = tf.reshape(tf.cast(masks, tf.float64), [t, -1, 1])
+        r = tf.reshape(tf.cast(returns, tf.float64), [t, -1, 1])
+        gram = tf.matmul(flat * m, flat, transpose_a=True) + self.reg_coeff * tf.eye(p, dtype=tf.float64)
+        w = tf.linalg.solve(gram, tf.matmul(flat * m, r, transpose_a=True))
+        values = tf.einsum("tehp,tpo->teh", phi, w)
+        next_values = tf.einsum("tehp,tpo->teh", self.features(next_obs, steps + 1), w)
+        return tf.cast(values, tf.float32), tf.cast(next_values, tf.float32)
+
+
+def _flat(tensors):
+    return tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0)
+
+
+def _unflat(vector, like):
+    out, i = [], 0
+    for t in like:
+        n = int(np.prod(t.shape))
+        out.append(tf.reshape(vector[i:i + n], t.shape))
+        i += n
+    return out
+
+
+def conjugate_gradient(matvec, b, iters=10, tol=1e-10):
+    """Solves `A x = b` for symmetric positive (semi-)definite `A` given `x -> A x`.
+
+    Args:
+        matvec: Function of a vector returning `A @ vector`.
+        b: Right-hand side (1-D tensor).
+        iters: Iterations.
+        tol: Stop once the squared residual drops below it.
+
+    Returns:
+        The approximate solution `x`.
+    """
+    x = tf.zeros_like(b)
+    r = tf.identity(b)
+    p = tf.identity(b)
+    rr = tf.tensordot(r, r, 1)
+    for _ in range(iters):
+        ap = matvec(p)
+        alpha = rr / (tf.tensordot(p, ap, 1) + 1e-12)
+        x += alpha * p
+        r -= alpha * ap
+        rr_new = tf.tensordot(r, r, 1)
+        if float(rr_new) < tol:
+            break
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+class MAMLRL:
+    """Model-agnostic meta-learning for policy-gradient RL.
+
+    Inner step (per task `i`, repeated `inner_steps` times, each on fresh trajectories
+    `D_i^k` sampled with the current fast weights):
+
+        phi_i^{k+1} = phi_i^k - alpha * grad L_in(phi_i^k; D_i^k),
+        L_in(phi; D) = -sum_t m_t log pi_phi(a_t | s_t) A_t / sum_t m_t,
+
+    REINFORCE with advantages `A` from GAE(gamma, lambda) (lambda=1: Monte-Carlo returns
+    minus the baseline) over a linear feature baseline fitted per task. The outer
+    objective is the importance-weighted surrogate on post-update trajectories `D'_i`,
+
+        L_out(theta) = -mean_i sum_t m_t r_t(theta) A_t / sum_t m_t,
+        r_t(theta) = pi_{phi_i(theta)}(a_t | s_t) / pi_old(a_t | s_t),
+
+    differentiated through the inner updates (second order unless `first_order`).
+
+    - TRPO (default): `s = F^{-1} g` by conjugate gradient with Hessian-vector products
+      of the mean KL(pi_old || pi_{phi(theta)}) over tasks, `theta <- theta - beta s` with
+      `beta = sqrt(2 max_kl / s^T F s)` shrunk by `ls_backtrack` until the surrogate
+      decreases and the mean KL is at most `max_kl`.
+    - PPO / ProMP-style: `ppo_epochs` optimizer steps on the clipped objective
+      `-mean_i mean_t min(r A, clip(r, 1 - eps, 1 + eps) A)`.
+
+    Args:
+        policy: A `GaussianPolicy` or `CategoricalPolicy` (a Keras 3 model).
+        env: A task environment (`Navigation2D` and `BatchedNavigation2D` use the batched
+            C++ navigation), a `TaskEnv` with `clone()`, or a function returning one.
+        inner_lr: `alpha` (0.1 in the paper).
+        inner_steps: Number of inner policy-gradient steps during training.
+        outer: "trpo" or "ppo".
+        gamma, gae_lambda: Discount and GAE lambda for advantages.
+        max_kl, cg_iters, cg_damping, ls_backtrack, ls_max_steps: TRPO settings.
+        clip_ratio, ppo_epochs, optimizer: PPO settings (optimizer defaults to Adam(1e-3)).
+        first_order: Drop second-order terms of the inner update.
+        normalize_advantages: Standardise advantages per task (rllab's `center_adv`).
+        horizon: Episode length (default: the env's `horizon`).
+        seed: Run seed; tasks and sampling noise derive from it.
+
+    Example:
+
+    >>> body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(100, "relu"),
+    ...                          keras.layers.Dense(100, "relu"), keras.layers.Dense(2)])
+    >>> learner = MAMLRL(GaussianPolicy(body, 2), Navigation2D())
+    >>> history = learner.fit(epochs=2, meta_batch_size=4, episodes_per_task=4)  # doctest: +SKIP
+    """
+
+    def __init__(self, policy, env, inner_lr=0.1, inner_steps=1, outer="trpo", gamma=0.99, gae_lambda=1.0,
+                 max_kl=0.01, cg_iters=10, cg_damping=1e-5, ls_backtrack=0.8, ls_max_steps=15, clip_ratio=0.2,
+                 ppo_epochs=5, optimizer=None, first_order=False, normalize_advantages=True, horizon=None, seed=0):
+        functional.check_tensorflow_backend()
+        if outer not in ("trpo", "ppo"):
+            raise ValueError(f"Expected `outer` to be 'trpo' or 'ppo'. Received: outer={outer!r}")
+        if int(inner_steps) != inner_steps or inner_steps < 0:
+            raise ValueError(f"Expected `inner_steps` to be a non-negative integer. Received: inner_steps={inner_steps!r}")
+        self.env = self._task_env(env)
+        self.policy = policy
+        self.inner_lr, self.inner_steps, self.outer = float(inner_lr), int(inner_steps), outer
+        self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
+        self.max_kl, self.cg_iters, self.cg_damping = float(max_kl), int(cg_iters), float(cg_damping)
+        self.ls_backtrack, self.ls_max_steps = float(ls_backtrack), int(ls_max_steps)
+        self.clip_ratio, self.ppo_epochs = float(clip_ratio), int(ppo_epochs)
+        self.optimizer = optimizer or (keras.optimizers.Adam(1e-3) if outer == "ppo" else None)
+        self.first_order, self.normalize_advantages = bool(first_order), bool(normalize_advantages)
+        self.seed = int(seed)
+        self.baseline = LinearFeatureBaseline()
+        self.horizon = int(horizon or getattr(self.env, "horizon", None) or self.env.spec.max_episode_steps)
+        obs_space, act_space = self._spaces(self.env)
+        self.observation_shape = obs_space.shape
+        self._action_low = None if policy.discrete else act_space.low
+        self._action_high = None if policy.discrete else act_space.high
+        if not getattr(policy, "built", False) or not hasattr(policy, "observation_dim"):
+            policy.build_for(int(np.prod(self.observation_shape)))
+        self._venvs = {}
+        self._iteration = 0
+        self._update = inner.sgd(self.inner_lr)
+        self._act_fn = tf.function(self._act)
+        self._adapt_fn = tf.function(self._adapt_all)
+        self._dist_fn = tf.function(self._dist_all)
+        self._terms_fn = tf.function(self._outer_terms)
+        self._grad_fn = tf.function(self._surrogate_grad)
+        self._hvp_fn = tf.function(self._hvp)
+        self._ppo_fn = tf.function(self._ppo_step)
+        self._baseline_fn = tf.function(self.baseline.fit_predict)
+
+    # ----------------------------------------------------------------- environments
+    @staticmethod
+    def _task_env(env):
+        if isinstance(env, (gymnasium.Env, gymnasium.vector.VectorEnv)):
+            return check_task_env(env)
+        if callable(env):
+            made = env()
+            check_task_env(made)
+            made._factory = env
+            return made
+        return check_task_env(env)
+
+    @staticmethod
+    def _spaces(env):
+        if isinstance(env, gymnasium.vector.VectorEnv):
+            return env.single_observation_space, env.single_action_space
+        return env.observation_space, env.action_space
+
+    def _vector_env(self, env, n):
+        key = (id(env), n)
+        if key not in self._venvs:
+            if isinstance(env, (Navigation2D, BatchedNavigation2D)):
+                self._venvs[key] = BatchedNavigation2D(n, horizon=self.horizon)
+            else:
+                factory = getattr(env, "_factory", None) or getattr(env, "clone", None)
+                if factory is None:
+                    raise TypeError(
+                        "Expected `env` to provide clone() (keras_meta.rl.TaskEnv) or to be a function "
+                        f"returning a task env. Received: env of type {type(env).__name__}"
+                    )
+                self._venvs[key] = gymnasium.vector.SyncVectorEnv(
+                    [factory] * n, autoreset_mode=AutoresetMode.NEXT_STEP)
+        return self._venvs[key]
+
+    @staticmethod
+    def _assign_tasks(venv, tasks):
+        if hasattr(venv, "set_tasks"):
+            venv.set_tasks(tasks)
+        else:
+            for sub, task in zip(venv.envs, tasks):
+                _find_attr(sub, "set_task")(task)
+
+    # ----------------------------------------------------------------- compiled parts
+    def _inner_loss(self, params, batch, t):
+        log_p = self.policy.log_prob(params, batch.observations[t], batch.actions[t])
+        m = batch.masks[t]
+        return -tf.reduce_sum(log_p * batch.advantages[t] * m) / tf.maximum(tf.reduce_sum(m), 1.0)
+
+    def _adapt_task(self, theta, batches, t):
+        fast = list(theta)
+        for step, batch in enumerate(batches):
+            _, grads = inner.gradients(lambda p, b=batch: self._inner_loss(p, b, t), fast, self.first_order)
+            fast = self._update(step, fast, grads)
+        return fast
+
+    def _adapt_all(self, theta, batches):
+        per_task = [self._adapt_task(theta, batches, t) for t in range(batches[0].masks.shape[0])]
+        return [tf.stack(ws) for ws in zip(*per_task)]
+
+    def _act(self, stacked, obs, seed, deterministic):
+        actions = []
+        for t in range(obs.shape[0]):
+            dist = self.policy.dist_params([w[t] for w in stacked], obs[t])
+            if deterministic:
+                actions.append(self.policy.mode_from_dist(dist))
+            else:
+                task_seed = tf.stack([seed[0], seed[1] * 65536 + t])
+                actions.append(self.policy.sample_from_dist(dist, task_seed))
+        return tf.stack(actions)
+
+    def _dist_all(self, stacked, obs):
+        return tf.stack([self.policy.dist_params([w[t] for w in stacked], obs[t]) for t in range(obs.shape[0])])
+
+    def _task_terms(self, theta, batches, outer, old_dist, t, clip=False):
+        """Surrogate and mean KL of task `t` at meta-weights `theta`."""
+        fast = self._adapt_task(theta, batches, t)
+        dist = self.policy.dist_params(fast, outer.observations[t])
+        log_p = self.policy.log_prob_from_dist(dist, outer.actions[t])
+        old_log_p = self.policy.log_prob_from_dist(old_dist[t], outer.actions[t])
+        ratio = tf.exp(log_p - old_log_p)
+        adv, m = outer.advantages[t], outer.masks[t]
+        n = tf.maximum(tf.reduce_sum(m), 1.0)
+        objective = ratio * adv
+        if clip:
+            clipped = tf.clip_by_value(ratio, 1.0 - self.clip_ratio, 1.0 + self.clip_ratio) * adv
+            objective = tf.minimum(objective, clipped)
+        return -tf.reduce_sum(objective * m) / n, tf.reduce_sum(self.policy.kl_from_dist(old_dist[t], dist) * m) / n
+
+    @staticmethod
+    def _task_mean(fn, num_tasks, like):
+        # A tf.range loop keeps the graph (and tracing time) independent of the meta-batch;
+        # each task differentiates inside its own iteration, nothing differentiates the loop.
+        acc = [tf.zeros_like(x) for x in like]
+        for t in tf.range(num_tasks):
+            acc = [a + v for a, v in zip(acc, fn(t))]
+        return [a / tf.cast(num_tasks, a.dtype) for a in acc]
+
+    def _outer_terms(self, theta, batches, outer, old_dist, clip=False):
+        zero = tf.zeros([], theta[0].dtype)
+        surrogate, kl = self._task_mean(
+            lambda t: self._task_terms(theta, batches, outer, old_dist, t, clip), outer.masks.shape[0], [zero, zero])
+        return surrogate, kl
+
+    def _task_grad(self, theta, batches, outer, old_dist, t, clip=False):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(theta)
+            surrogate, kl = self._task_terms(theta, batches, outer, old_dist, t, clip)
+        grads = tape.gradient(surrogate, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return [surrogate, kl] + grads
+
+    def _surrogate_grad(self, theta, batches, outer, old_dist):
+        zero = tf.zeros([], theta[0].dtype)
+        out = self._task_mean(lambda t: self._task_grad(theta, batches, outer, old_dist, t),
+                              outer.masks.shape[0], [zero, zero] + list(theta))
+        return out[0], out[1], out[2:]
+
+    def _task_hvp(self, theta, vector, batches, outer, old_dist, t):
+        with tf.GradientTape(watch_accessed_variables=False) as outer_tape:
+            outer_tape.watch(theta)
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(theta)
+                _, kl = self._task_terms(theta, batches, outer, old_dist, t)
+            grads = tape.gradient(kl, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vector)])
+        return outer_tape.gradient(dot, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    def _hvp(self, theta, vector, batches, outer, old_dist):
+        return self._task_mean(lambda t: self._task_hvp(theta, vector, batches, outer, old_dist, t),
+                               outer.masks.shape[0], list(theta))
+
+    def _ppo_step(self, batches, outer, old_dist):
+        variables = self.policy.trainable_variables
+        theta = functional.variable_values(variables)
+        zero = tf.zeros([], theta[0].dtype)
+        out = self._task_mean(lambda t: self._task_grad(theta, batches, outer, old_dist, t, clip=True),
+                              outer.masks.shape[0], [zero, zero] + list(theta))
+        self.optimizer.apply(out[2:], variables)
+        return out[0], out[1]
+
+    # ----------------------------------------------------------------- sampling
+    def _seed(self, *path):
+        s = self.seed
+        for p in path:
+            s = _core.derive_seed(s, p)
+        return s
+
+    def collect(self, stacked, tasks, episodes, seed, deterministic=False, env=None):
+        """Samples `episodes` episodes per task with per-task weights `stacked` ([T, ...] each).
+
+        Returns:
+            A filled `RolloutBuffer` with one episode per (task, env) row.
+        """
+        env = self.env if env is None else env
+        num_tasks = len(tasks)
+        venv = self._vector_env(env, num_tasks * episodes)
+        self._assign_tasks(venv, [task for task in tasks for _ in range(episodes)])
+        buffer = RolloutBuffer.for_env(venv, num_tasks, episodes, self.horizon, max_episodes_per_env=1)
+        obs, _ = venv.reset(seed=int(seed % (2**31)))
+        step_seed = int(seed % (2**31 - 1))
+        for h in range(2 * self.horizon + 1):
+            obs_t = tf.constant(np.asarray(obs, np.float32).reshape((num_tasks, episodes, -1)))
+            actions = self._act_fn(stacked, obs_t, tf.constant([step_seed, h], tf.int64), deterministic).numpy()
+            flat_actions = actions.reshape((num_tasks * episodes,) + actions.shape[2:])
+            env_actions = flat_actions
+            if self._action_low is not None:
+                env_actions = np.clip(flat_actions, self._action_low, self._action_high)
+            nxt, rewards, terminated, truncated, infos = venv.step(env_actions)
+            buffer.add(obs, flat_actions, rewards, terminated, truncated, nxt, infos)
+            obs = nxt
+            if buffer.finished:
+                break
+        return buffer
+
+    def process(self, buffer):
+        """Baseline fit, GAE and per-task advantage normalisation of a filled buffer.
+
+        Returns:
+            A `Batch` of tensors.
+        """
+        d = buffer.data()
+        returns = buffer.discounted_returns(self.gamma)
+        values, next_values = self._baseline_fn(d["observations"], d["next_observations"], d["episode_steps"],
+                                                returns, d["masks"])
+        adv, _ = buffer.gae(values.numpy(), next_values.numpy(), self.gamma, self.gae_lambda)
+        masks = d["masks"]
+        if self.normalize_advantages:
+            n = np.maximum(masks.sum(axis=(1, 2), keepdims=True), 1.0)
+            mean = (adv * masks).sum(axis=(1, 2), keepdims=True) / n
+            std = np.sqrt((((adv - mean) * masks) ** 2).sum(axis=(1, 2), keepdims=True) / n)
+            adv = ((adv - mean) / (std + 1e-8) * masks).astype(np.float32)
+        obs = d["observations"].reshape(d["observations"].shape[:3] + (-1,))
+        return Batch(tf.constant(obs), tf.constant(d["actions"]), tf.constant(adv), tf.constant(masks),
+                     tf.constant(d["episode_steps"]))
+
+    def _tile(self, theta, n):
+        return [tf.tile(w[None], [n] + [1] * len(w.shape)) for w in theta]
+
+    # ----------------------------------------------------------------- training
+    def train_step(self, tasks, episodes_per_task=20):
+        """One meta-iteration on `tasks`; returns a dict of logs."""
+        it = self._iteration
+        self._iteration += 1
+        theta = self.policy.weights_list()
+        stacked = self._tile(theta, len(tasks))
+        batches, logs = [], {}
+        for k in range(self.inner_steps):
+            buffer = self.collect(stacked, tasks, episodes_per_task, self._seed(it, 1, k))
+            if k == 0:
+                logs["pre_return"] = float(buffer.episode_returns().mean())
+            batches.append(self.process(buffer))
+            stacked = self._adapt_fn(theta, batches)
+        buffer = self.collect(stacked, tasks, episodes_per_task, self._seed(it, 2))
+        logs["post_return" if self.inner_steps else "pre_return"] = float(buffer.episode_returns().mean())
+        outer = self.process(buffer)
+        old_dist = self._dist_fn(stacked, outer.observations)
+        if self.outer == "trpo":
+            logs.update(self.trpo_step(theta, batches, outer, old_dist))
+        else:
+            for _ in range(self.ppo_epochs):
+                loss, kl = self._ppo_fn(batches, outer, old_dist)
+            logs.update(loss=float(loss), kl=float(kl))
+        return logs
+
+    def trpo_step(self, theta, batches, outer, old_dist):
+        """One TRPO update of the meta-weights (see the class docstring); returns logs."""
+        surrogate0, _, grads = self._grad_fn(theta, batches, outer, old_dist)
+        g = _flat(grads)
+
+        def fvp(v):
+            return _flat(self._hvp_fn(theta, _unflat(v, theta), batches, outer, old_dist)) + self.cg_damping * v
+
+        direction = conjugate_gradient(fvp, g, self.cg_iters)
+        shs = tf.tensordot(direction, fvp(direction), 1)
+        full_step = tf.sqrt(2.0 * self.max_kl / tf.maximum(shs, 1e-12)) * direction
+        theta_flat = _flat(theta)
+        accepted, surrogate, kl = False, surrogate0, tf.constant(0.0)
+        for i in range(self.ls_max_steps):
+            candidate = _unflat(theta_flat - (self.ls_backtrack**i) * full_step, theta)
+            surrogate, kl = self._terms_fn(candidate, batches, outer, old_dist)
+            if float(kl) <= self.max_kl and float(surrogate) < float(surrogate0):
+                for variable, value in zip(self.policy.trainable_variables, candidate):
+                    variable.assign(value)
+                accepted = True
+                break
+        if not accepted:
+            surrogate, kl = surrogate0, tf.constant(0.0)
+        return {"surrogate_before": float(surrogate0), "surrogate_after": float(surrogate), "kl": float(kl),
+                "line_search_steps": i + 1 if accepted else 0}
+
+    def fit(self, epochs=1, meta_batch_size=20, episodes_per_task=20, steps_per_epoch=1, callbacks=None,
+            verbose=1):
+        """Meta-trains for `epochs * steps_per_epoch` meta-iterations.
+
+        Tasks of meta-iteration `i` come from `env.sample_tasks(meta_batch_size, seed_i)`
+        with `seed_i` derived from the run seed, so a run is reproducible.
+
+        Args:
+            epochs: Number of epochs.
+            meta_batch_size: Tasks per meta-iteration (20 in the paper).
+            episodes_per_task: Episodes per task and phase (20 for navigation in the paper).
+            steps_per_epoch: Meta-iterations per epoch.
+            callbacks: Keras callbacks (they see the policy as `self.model`).
+            verbose: 0 silent, 1 a progress bar per epoch.
+
+        Returns:
+            A `keras.callbacks.History` of per-epoch mean logs.
+        """
+        callback_list = keras.callbacks.CallbackList(
+            callbacks, add_history=True, add_progbar=False, model=self.policy, epochs=epochs,
+            steps=steps_per_epoch, verbose=verbose)
+        self.policy.stop_training = False
+        callback_list.on_train_begin()
+        for epoch in range(epochs):
+            callback_list.on_epoch_begin(epoch)
+            bar = keras.utils.Progbar(steps_per_epoch, verbose=verbose) if verbose else None
+            epoch_logs = collections.defaultdict(list)
+            for step in range(steps_per_epoch):
+                callback_list.on_train_batch_begin(step)
+                tasks = self.env.sample_tasks(meta_batch_size, seed=self._seed(self._iteration, 0) % (2**63))
+                logs = self.train_step(tasks, episodes_per_task)
+                for key, value in logs.items():
+                    epoch_logs[key].append(value)
+                callback_list.on_train_batch_end(step, logs)
+                if bar is not None:
+                    bar.update(step + 1, [(k, v) for k, v in logs.items()])
+            logs = {k: float(np.mean(v)) for k, v in epoch_logs.items()}
+            callback_list.on_epoch_end(epoch, logs)
+            if getattr(self.policy, "stop_training", False):
+                break
+        callback_list.on_train_end(logs)
+        return self.policy.history
+
+    # ----------------------------------------------------------------- adaptation
+    def adapt(self, env=None, task=None, episodes=20, steps=1, seed=0):
+        """Adapts the policy to `task` with `steps` policy-gradient steps.
+
+        Args:
+            env: Task environment to sample from (default: the training env).
+            task: The task (default: `env.get_task()`).
+            episodes: Episodes sampled per inner step.
+            steps: Number of inner steps.
+            seed: Sampling seed.
+
+        Returns:
+            A new policy (Keras model) holding the adapted weights; the meta-weights are untouched.
+        """
+        env = self.env if env is None else self._task_env(env)
+        task = _find_attr(env, "get_task")() if task is None else task
+        theta = self.policy.weights_list()
+        stacked, batches = self._tile(theta, 1), []
+        for k in range(steps):
+            buffer = self.collect(stacked, [task], episodes, self._seed(seed, 3, k), env=env)
+            batches.append(self.process(buffer))
+            stacked = self._adapt_fn(theta, batches)
+        return self.policy.adapted([w[0] for w in stacked])
+
+    def meta_evaluate(self, tasks, steps=(0, 1, 2, 3), episodes=20, seed=0):
+        """Mean undiscounted return after each number of adaptation steps on `tasks`.
+
+        Args:
+            tasks: Held-out tasks (e.g. `env.sample_tasks(40, seed=...)`).
+            steps: Step counts to report.
+            episodes: Episodes per task and step.
+            seed: Sampling seed.
+
+        Returns:
+            A dict `{steps: mean return}`.
+        """
+        steps = sorted(int(s) for s in steps)
+        theta = self.policy.weights_list()
+        stacked, batches, results = self._tile(theta, len(tasks)), [], {}
+        for k in range(steps[-1] + 1):
+            buffer = self.collect(stacked, tasks, episodes, self._seed(seed, 4, k))
+            if k in steps:
+                results[k] = float(buffer.episode_returns().mean())
+            if k == steps[-1]:
+                break
+            batches.append(self.process(buffer))
+            stacked = self._adapt_fn(theta, batches)
+        return results

@@ -1,0 +1,253 @@
+"""Stochastic policies over Keras 3 models, evaluated at explicit (fast) weights.
+
+A policy is itself a `keras.Model` whose output is the distribution's parameters
+(Gaussian: `concat([mean, log_std])`; categorical: logits). Every method takes the weights
+as an explicit list of tensors in the order of `policy.trainable_variables`, and runs the
+model through `keras_meta.functional.forward` (`model.stateless_call`), so the same code
+serves the meta-weights, differentiable fast weights in an inner loop, and the adapted
+weights of a cloned policy. Randomness is stateless: `sample(..., seed)` is a pure
+function of its seed (`tf.random.stateless_*`).
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from keras_meta import functional
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def gaussian_log_prob(mean, log_std, x):
+    """`log N(x; mean, exp(log_std)^2)` summed over the last axis:
+    `-0.5 * sum(((x - mean) / std)^2 + 2 log_std + log 2 pi)`."""
+    z = (x - mean) * tf.exp(-log_std)
+    return -0.5 * tf.reduce_sum(tf.square(z) + 2.0 * log_std + _LOG_2PI, axis=-1)
+
+
+def gaussian_entropy(log_std):
+    """`sum(log_std + 0.5 * log(2 pi e))` over the last axis."""
+    return tf.reduce_sum(log_std + 0.5 * (_LOG_2PI + 1.0), axis=-1)
+
+
+def gaussian_kl(mean_p, log_std_p, mean_q, log_std_q):
+    """`KL(p || q) = sum(log s_q - log s_p + (s_p^2 + (m_p - m_q)^2) / (2 s_q^2) - 1/2)`."""
+    var_p, var_q = tf.exp(2.0 * log_std_p), tf.exp(2.0 * log_std_q)
+    return tf.reduce_sum(
+        log_std_q - log_std_p + (var_p + tf.square(mean_p - mean_q)) / (2.0 * var_q) - 0.5, axis=-1
+    )
+
+
+class _Policy(keras.Model):
+    """Shared machinery: forward at given weights, cloning with adapted weights."""
+
+    def __init__(self, body, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(body, keras.Model) and not isinstance(body, keras.layers.Layer):
+            raise TypeError(f"Expected `body` to be a Keras 3 model. Received: body of type {type(body).__name__}")
+        self.body = body
+
+    def get_config(self):
+        config = super().get_config()
+        config["body"] = keras.saving.serialize_keras_object(self.body)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["body"] = keras.saving.deserialize_keras_object(config["body"])
+        return cls(**config)
+
+    def weights_list(self):
+        """Current values of the trainable weights (meta-weights), as tensors."""
+        return functional.variable_values(self.trainable_variables)
+
+    def dist_params(self, params, obs):
+        """Distribution parameters at `params` for observations `[..., obs_dim]`."""
+        params = self.weights_list() if params is None else params
+        obs = tf.convert_to_tensor(obs)
+        lead = tf.shape(obs)[:-1]
+        flat = tf.reshape(obs, [-1, obs.shape[-1]])
+        out, _ = functional.forward(self, params, functional.variable_values(self.non_trainable_variables),
+                                    flat, training=False)
+        return tf.reshape(out, tf.concat([lead, tf.shape(out)[-1:]], 0))
+
+    def adapted(self, params):
+        """A new policy (a Keras model) with weights `params`; this one is untouched.
+
+        Args:
+            params: Tensors in the order of `self.trainable_variables`.
+
+        Returns:
+            A policy of the same class and configuration holding `params`.
+        """
+        clone = type(self).from_config(self.get_config())
+        clone.build_for(self.observation_dim)
+        for variable, value in zip(clone.trainable_variables, params):
+            variable.assign(value)
+        for variable, value in zip(clone.non_trainable_variables, self.non_trainable_variables):
+            variable.assign(value)
+        return clone
+
+    def build_for(self, observation_dim):
+        """Builds the weights by tracing one call on a dummy batch."""
+        self.observation_dim = int(observation_dim)
+        self(tf.zeros([1, self.observation_dim]))
+        return self
+
+
+class GaussianPolicy(_Policy):
+    """Diagonal Gaussian policy `a ~ N(mu(s), diag(exp(log_std)^2))`.
+
+    The log-std is a learnable state-independent Keras weight (default) or, with
+    `std_head=True`, the second half of the body's output.
+
+    Args:
+        body: A Keras 3 model mapping observations to `action_dim` means (or
+            `2 * action_dim` outputs with `std_head=True`).
+        action_dim: Action size.
+        log_std_init: Initial log-std (state-independent case).
+        std_head: Read the log-std from the body's output.
+        min_log_std: Lower clip of a head's log-std.
+
+    Example:
+
+    >>> body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    >>> policy = GaussianPolicy(body, action_dim=2).build_for(2)
+    >>> policy.sample(None, tf.zeros([3, 2]), seed=[0, 1]).shape
+    TensorShape([3, 2])
+    """
+
+    discrete = False
+
+    def __init__(self, body, action_dim, log_std_init=0.0, std_head=False, min_log_std=-5.0, **kwargs):
+        super().__init__(body, **kwargs)
+        self.action_dim = int(action_dim)
+        self.log_std_init = float(log_std_init)
+        self.std_head = bool(std_head)
+        self.min_log_std = float(min_log_std)
+        if not self.std_head:
+            self.log_std = self.add_weight(
+                shape=(self.action_dim,), initializer=keras.initializers.Constant(self.log_std_init),
+                name="log_std", trainable=True,
+            )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(action_dim=self.action_dim, log_std_init=self.log_std_init, std_head=self.std_head,
+                      min_log_std=self.min_log_std)
+        return config
+
+    def call(self, obs, training=False):
+        out = self.body(obs, training=training)
+        if self.std_head:
+            mean, log_std = out[..., : self.action_dim], out[..., self.action_dim:]
+            log_std = tf.maximum(log_std, self.min_log_std)
+        else:
+            mean = out
+            log_std = tf.zeros_like(mean) + tf.cast(self.log_std, mean.dtype)
+        return tf.concat([mean, log_std], axis=-1)
+
+    def split(self, dist):
+        return dist[..., : self.action_dim], dist[..., self.action_dim:]
+
+    def distribution(self, params, obs):
+        """`(mean, log_std)` at `params`."""
+        return self.split(self.dist_params(params, obs))
+
+    def log_prob(self, params, obs, actions):
+        mean, log_std = self.distribution(params, obs)
+        return gaussian_log_prob(mean, log_std, tf.cast(actions, mean.dtype))
+
+    def log_prob_from_dist(self, dist, actions):
+        mean, log_std = self.split(dist)
+        return gaussian_log_prob(mean, log_std, tf.cast(actions, mean.dtype))
+
+    def entropy(self, params, obs):
+        return gaussian_entropy(self.distribution(params, obs)[1])
+
+    def kl_from_dist(self, old_dist, new_dist):
+        """`KL(old || new)` per sample from two distribution-parameter tensors."""
+        return gaussian_kl(*self.split(old_dist), *self.split(new_dist))
+
+    def kl(self, old_params, params, obs):
+        return self.kl_from_dist(self.dist_params(old_params, obs), self.dist_params(params, obs))
+
+    def sample_from_dist(self, dist, seed):
+        mean, log_std = self.split(dist)
+        noise = tf.random.stateless_normal(tf.shape(mean), seed=seed, dtype=mean.dtype)
+        return mean + tf.exp(log_std) * noise
+
+    def sample(self, params, obs, seed):
+        """`mean + exp(log_std) * eps`, `eps ~ N(0, I)` from `tf.random.stateless_normal(seed)`."""
+        return self.sample_from_dist(self.dist_params(params, obs), seed)
+
+    def mode_from_dist(self, dist):
+        return self.split(dist)[0]
+
+    def mode(self, params, obs):
+        """The mean action (deterministic policy)."""
+        return self.mode_from_dist(self.dist_params(params, obs))
+
+
+class CategoricalPolicy(_Policy):
+    """Categorical policy over `num_actions` discrete actions with logits `body(s)`.
+
+    Args:
+        body: A Keras 3 model mapping observations to `num_actions` logits.
+        num_actions: Number of actions.
+    """
+
+    discrete = True
+
+    def __init__(self, body, num_actions, **kwargs):
+        super().__init__(body, **kwargs)
+        self.num_actions = int(num_actions)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_actions=self.num_actions)
+        return config
+
+    def call(self, obs, training=False):
+        return self.body(obs, training=training)
+
+    def distribution(self, params, obs):
+        return self.dist_params(params, obs)
+
+    def log_prob_from_dist(self, logits, actions):
+        """`log softmax(logits)[a]`."""
+        log_p = tf.nn.log_softmax(logits)
+        return tf.gather(log_p, tf.cast(actions, tf.int32), axis=-1, batch_dims=len(log_p.shape) - 1)
+
+    def log_prob(self, params, obs, actions):
+        return self.log_prob_from_dist(self.dist_params(params, obs), actions)
+
+    def entropy(self, params, obs):
+        """`-sum(p log p)`."""
+        log_p = tf.nn.log_softmax(self.dist_params(params, obs))
+        return -tf.reduce_sum(tf.exp(log_p) * log_p, axis=-1)
+
+    def kl_from_dist(self, old_logits, new_logits):
+        """`KL(old || new) = sum(p_old (log p_old - log p_new))`."""
+        log_p, log_q = tf.nn.log_softmax(old_logits), tf.nn.log_softmax(new_logits)
+        return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+
+    def kl(self, old_params, params, obs):
+        return self.kl_from_dist(self.dist_params(old_params, obs), self.dist_params(params, obs))
+
+    def sample_from_dist(self, logits, seed):
+        """Gumbel-max sampling: `argmax(logits - log(-log U))`, `U` stateless uniform."""
+        u = tf.random.stateless_uniform(tf.shape(logits), seed=seed, minval=1e-9, maxval=1.0, dtype=logits.dtype)
+        return tf.argmax(logits - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int64)
+
+    def sample(self, params, obs, seed):
+        return self.sample_from_dist(self.dist_params(params, obs), seed)
+
+    def mode_from_dist(self, logits):
+        return tf.argmax(logits, axis=-1, output_type=tf.int64)
+
+    def mode(self, params, obs):
+        """The greedy action."""
+        return self.mode_from_dist(self.dist_params(params, obs))
