@@ -19,9 +19,9 @@ plain ``@tf.function`` (no XLA) that loops over tasks with ``tf.while_loop`` (or
 in Python with ``--baseline python``), takes the inner gradients with a nested
 ``tf.GradientTape`` on ``model.stateless_call``, the outer gradient, and applies Adam; it
 draws the same task batches (``tasks.sample(meta_batch, step_seed(0, step))``) in Python
-before each call, as ``fit`` does in-graph, and is called once per meta-step. It uses
-Keras's own BatchNormalization moments (its second-order meta-gradient through BN is the
-inexact one the library fixes; the cost is about the same).
+before each call, as ``fit`` does in-graph, and is called once per meta-step. It is traced
+with the library's exact BatchNormalization moments so that it computes the same
+meta-gradient (Keras's own moments give a wrong second-order gradient through BN).
 
 Protocol: each (workload, order, mode) runs in a fresh subprocess (``--one CONFIG``, which
 prints one JSON line), so peak memory is that process's ``ru_maxrss`` (and the GPU
@@ -44,8 +44,7 @@ Usage:
 Cost: every configuration pays a TensorFlow import and a trace. On 2 CPU cores under a
 load average of ~7, one second-order conv meta-step (meta-batch 32) took 5-11 s and the
 ``vmap`` warm-up fit 120 s (5.2 GB peak RSS), so the conv defaults are small (N=2, 2 reps);
-raise ``--steps``/``--reps`` on an idle machine or a GPU. With BatchNorm, ``hand``'s
-second-order loss differs from the library's by design (see above).
+raise ``--steps``/``--reps`` on an idle machine or a GPU.
 
 Benchmark on an idle machine: another process on one of two cores slows everything.
 """
@@ -143,8 +142,15 @@ def _hand_step(model, loss_fn, optimizer, inner_lr, inner_steps, first_order, un
         y, _ = model.stateless_call(fast, non_trainables, qx, training=True)
         return loss_fn(qy, y)
 
+    from keras_meta.functional import exact_batch_statistics
+
     @tf.function
     def step(sx, sy, qx, qy):
+        # Same computation as the library: exact (second-order-correct) BN moments.
+        with exact_batch_statistics():
+            return _step(sx, sy, qx, qy)
+
+    def _step(sx, sy, qx, qy):
         non_trainables = [tf.convert_to_tensor(v) for v in model.non_trainable_variables]
         if unrolled:
             with tf.GradientTape() as tape:

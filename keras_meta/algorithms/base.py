@@ -364,11 +364,14 @@ class MetaLearner(keras.Model):
     def _resolve_execution(self):
         on_gpu = bool(tf.config.list_logical_devices("GPU"))
         jit, vectorize = self._jit_request, self._vectorize_request
+        # Measured in benchmarks/meta_step.py: on CPU the task-vectorized path is the
+        # fastest for dense models, while convolutions are fastest in the plain task
+        # loop (vectorized convolutions are slower and far larger in memory, and XLA:CPU
+        # convolutions are an order of magnitude slower than oneDNN's). GPUs get XLA.
         if jit == "auto":
-            # XLA:CPU convolutions are an order of magnitude slower than oneDNN's.
-            jit = vectorize is not True and (on_gpu or not self._has_convolutions())
+            jit = vectorize is not True and on_gpu
         if vectorize == "auto":
-            vectorize = not jit
+            vectorize = not jit and not self._has_convolutions()
         self.jit, self.vectorize = bool(jit), bool(vectorize)
 
     # ----- losses and metrics ---------------------------------------------------------
@@ -480,12 +483,6 @@ class MetaLearner(keras.Model):
         variables = self.meta_variables()
         non_trainables = variable_values(self.model.non_trainable_variables)
         num_tasks = tf.shape(batch.support_x)[0]
-        first = tuple(b[0] for b in batch)
-        # One trace of the task to learn the prediction's shape and dtype.
-        prediction_spec = tf.TensorSpec.from_tensor(
-            forward(self.model, variable_values(self.model.trainable_variables),
-                    non_trainables, first[2], training=True)[0]
-        )
 
         def task_step(i):
             task = tuple(b[i] for b in batch)
@@ -516,8 +513,7 @@ class MetaLearner(keras.Model):
 
         zeros = [tf.zeros_like(v) for v in variables]
         nt_zeros = [tf.zeros_like(v) if v.dtype.is_floating else v for v in non_trainables]
-        predictions = tf.TensorArray(prediction_spec.dtype, size=num_tasks,
-                                     element_shape=prediction_spec.shape)
+        predictions = tf.TensorArray(self.model.compute_dtype, size=num_tasks)
         _, grad_sum, loss_sum, nt_sum, predictions = tf.while_loop(
             lambda i, *_: i < num_tasks,
             body,
@@ -585,11 +581,36 @@ class MetaLearner(keras.Model):
     def train_step(self, data):
         batch = self._batch_from_data(data)
         grads, loss, predictions, new_nts = self._meta_gradient_fn()(batch)
-        self.optimizer.apply_gradients(zip(grads, self.meta_variables()))
-        for variable, value in zip(self.model.non_trainable_variables, new_nts):
-            variable.assign(value)
+        self._apply_if_finite(loss, grads, new_nts)
         self.task_step.assign_add(1)
         return self._update_metrics(loss, batch.query_y, predictions)
+
+    def _apply_if_finite(self, loss, grads, new_non_trainables):
+        """Applies a meta-update only when it is finite.
+
+        A diverging inner loop shows up as a NaN/Inf loss in the logs while the
+        meta-weights keep their last finite values, so `TerminateOnNaN` stops a run whose
+        checkpoints stay usable. Under a multi-replica strategy the update is applied
+        unconditionally (a conditional cross-replica update is not expressible in a
+        replica context).
+        """
+        variables = self.meta_variables()
+
+        def apply():
+            self.optimizer.apply_gradients(zip(grads, variables))
+            for variable, value in zip(self.model.non_trainable_variables, new_non_trainables):
+                variable.assign(value)
+
+        if tf.distribute.get_replica_context().num_replicas_in_sync > 1:
+            apply()
+            return
+        finite = tf.reduce_all([tf.math.is_finite(loss)]
+                               + [tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+        if tf.executing_eagerly():
+            if finite:
+                apply()
+        else:
+            tf.cond(finite, lambda: (apply(), tf.constant(True))[1], lambda: tf.constant(False))
 
     def _update_metrics(self, loss, query_y, predictions):
         self._loss_tracker.update_state(loss)

@@ -291,3 +291,82 @@ class BatchedNavigation2D(gymnasium.vector.VectorEnv):
         actions = np.ascontiguousarray(actions, dtype=np.float32).reshape(self.num_envs, 2)
         obs, rewards, terminated, truncated = self._impl.step(actions)
         return obs, rewards, terminated, truncated, {}
+
+
+class BernoulliBandit(gymnasium.Env, TaskEnv):
+    """A k-armed Bernoulli bandit as a task environment (RL², Duan et al., 2016, sec. 4.1).
+
+    Each episode is one pull: the action picks an arm, the reward is 1 with the arm's
+    probability and 0 otherwise, and the episode terminates. The observation is a
+    constant zero vector, so a policy can only tell arms apart through its memory of
+    earlier pulls; an RL² trial is several episodes (pulls) of the same task.
+
+    Tasks are `{"probs": p}` with `p ~ U[0, 1]^k` (independent arms), or, with
+    `dependent=True` and two arms, `p = (q, 1 - q)`, `q ~ U[0, 1]` (Wang et al., 2016),
+    where one pull tells about both arms.
+
+    Args:
+        num_arms: Number of arms `k` (at least 2).
+        dependent: Draw two-armed tasks as `(q, 1 - q)`.
+
+    Raises:
+        ValueError: If `num_arms < 2`, or `dependent` with more than two arms.
+
+    Example:
+
+    >>> env = BernoulliBandit(num_arms=2)
+    >>> env.set_task({"probs": [1.0, 0.0]})
+    >>> _ = env.reset(seed=0)
+    >>> env.step(0)[1:3]
+    (1.0, True)
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, num_arms=2, dependent=False):
+        if int(num_arms) != num_arms or num_arms < 2:
+            raise ValueError(f"Expected `num_arms` to be an integer >= 2. Received: num_arms={num_arms!r}")
+        if dependent and num_arms != 2:
+            raise ValueError(f"Expected num_arms=2 with dependent=True. Received: num_arms={num_arms!r}")
+        self._config = dict(num_arms=int(num_arms), dependent=bool(dependent))
+        self.num_arms, self.dependent = int(num_arms), bool(dependent)
+        self.horizon = 1
+        self.observation_space = spaces.Box(-np.inf, np.inf, (1,), np.float32)
+        self.action_space = spaces.Discrete(self.num_arms)
+        self._probs = np.full(self.num_arms, 0.5)
+        self._rng = np.random.default_rng()
+
+    def sample_tasks(self, n, seed):
+        rng = np.random.default_rng(seed)
+        n = _check_count(n)
+        if self.dependent:
+            q = rng.uniform(0.0, 1.0, n)
+            probs = np.stack([q, 1.0 - q], axis=1)
+        else:
+            probs = rng.uniform(0.0, 1.0, (n, self.num_arms))
+        return [{"probs": p} for p in probs]
+
+    def set_task(self, task):
+        probs = np.asarray(task["probs"], np.float64)
+        if probs.shape != (self.num_arms,) or np.any(probs < 0) or np.any(probs > 1):
+            raise ValueError(
+                f"Expected task['probs'] to be {self.num_arms} probabilities in [0, 1]. "
+                f"Received: probs={probs.tolist()!r}"
+            )
+        self._probs = probs.copy()
+
+    def get_task(self):
+        return {"probs": self._probs.copy()}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        arm = int(np.asarray(action).reshape(()))
+        if not 0 <= arm < self.num_arms:
+            raise ValueError(f"Expected an arm in [0, {self.num_arms}). Received: action={arm}")
+        reward = float(self._rng.random() < self._probs[arm])
+        return np.zeros(1, np.float32), reward, True, False, {"best_arm": int(np.argmax(self._probs))}
