@@ -143,6 +143,26 @@ def _loss_function(loss):
     return fn
 
 
+def _assign_everywhere(variable, value, average=True):
+    """`variable.assign(value)`, also from a replica context of a distribution strategy.
+
+    Under several replicas the value is first averaged across them (unless it is known
+    to be identical everywhere), then written to every copy of the variable.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        variable.assign(value)
+        return
+    if average and value.dtype.is_floating:
+        value = context.all_reduce(tf.distribute.ReduceOp.MEAN, value)
+
+    def update(strategy, target, new_value):
+        strategy.extended.update(target, lambda v, x: v.assign(x), args=(new_value,),
+                                 group=False)
+
+    context.merge_call(update, args=(variable.value, value))
+
+
 def _steps_done_in_interrupted_epoch(callbacks):
     """Batches of the epoch that a BackupAndRestore backup was taken in.
 
@@ -558,7 +578,13 @@ class MetaLearner(keras.Model):
                                    [s.dtype for s in spec], stateful=True)
         for value, s in zip(values, spec):
             value.set_shape(s.shape)
-        return TaskBatch(*values)
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if replicas == 1:
+            return TaskBatch(*values)
+        # Every replica draws the same meta-batch and takes its own contiguous share.
+        share = meta_batch_size // replicas
+        start = tf.distribute.get_replica_context().replica_id_in_sync_group * share
+        return TaskBatch(*(v[start:start + share] for v in values))
 
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
@@ -582,7 +608,7 @@ class MetaLearner(keras.Model):
         batch = self._batch_from_data(data)
         grads, loss, predictions, new_nts = self._meta_gradient_fn()(batch)
         self._apply_if_finite(loss, grads, new_nts)
-        self.task_step.assign_add(1)
+        _assign_everywhere(self.task_step, self.task_step + 1, average=False)
         return self._update_metrics(loss, batch.query_y, predictions)
 
     def _apply_if_finite(self, loss, grads, new_non_trainables):
@@ -595,13 +621,17 @@ class MetaLearner(keras.Model):
         replica context).
         """
         variables = self.meta_variables()
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        if replicas > 1:
+            # The optimizer sums gradients over replicas; each holds a mean over its share.
+            grads = [g / replicas for g in grads]
 
         def apply():
             self.optimizer.apply_gradients(zip(grads, variables))
             for variable, value in zip(self.model.non_trainable_variables, new_non_trainables):
-                variable.assign(value)
+                _assign_everywhere(variable, value)
 
-        if tf.distribute.get_replica_context().num_replicas_in_sync > 1:
+        if replicas > 1:
             apply()
             return
         finite = tf.reduce_all([tf.math.is_finite(loss)]
@@ -702,7 +732,14 @@ class MetaLearner(keras.Model):
             example = TaskBatch(*(np.asarray(v) for v in example))
             spec = tuple(tf.TensorSpec(v.shape, tf.as_dtype(v.dtype)) for v in example)
             self._train_source_args = (tasks, meta_batch_size, seed, spec)
-            dummy = tf.data.Dataset.from_tensors(tf.zeros((), tf.int8)).repeat()
+            # One placeholder element per replica: the tasks are sampled in the graph.
+            replicas = self.distribute_strategy.num_replicas_in_sync
+            if meta_batch_size % replicas:
+                raise ValueError(
+                    f"Expected `meta_batch_size` to be divisible by the {replicas} replicas "
+                    f"of the distribution strategy. Received: meta_batch_size={meta_batch_size}"
+                )
+            dummy = tf.data.Dataset.from_tensors(tf.zeros((replicas,), tf.int8)).repeat()
             return dummy, example
         if isinstance(tasks, tf.data.Dataset):
             spec = tasks.element_spec

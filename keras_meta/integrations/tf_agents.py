@@ -38,13 +38,14 @@ from tf_agents.environments import py_environment, tf_py_environment  # noqa: E4
 from tf_agents.policies import policy_saver, tf_policy  # noqa: E402
 from tf_agents.replay_buffers import tf_uniform_replay_buffer  # noqa: E402
 from tf_agents.specs import array_spec, tensor_spec  # noqa: E402
-from tf_agents.trajectories import policy_step, time_step as ts  # noqa: E402
+from tf_agents.trajectories import policy_step, time_step as ts, trajectory  # noqa: E402
 
 from keras_meta.rl.buffer import RolloutBuffer  # noqa: E402
 from keras_meta.rl.envs import _find_attr, check_task_env  # noqa: E402
+from keras_meta.rl.rl2 import RL2, RL2Policy  # noqa: E402
 
-__all__ = ["GymnasiumPyEnvironment", "KerasPolicy", "collect_episodes", "collect_steps", "driver_adapt",
-           "export_policy", "tf_env"]
+__all__ = ["GymnasiumPyEnvironment", "KerasPolicy", "RL2KerasPolicy", "TrialDriver", "collect_episodes",
+           "collect_steps", "driver_adapt", "export_policy", "tf_env"]
 
 
 def _array_spec(space, name):
@@ -264,10 +265,16 @@ def export_policy(policy, path, time_step_spec=None, action_spec=None, determini
     """Saves a (typically adapted) policy with TF-Agents' `PolicySaver`.
 
     The SavedModel loads with plain `tf.saved_model.load(path)` (no keras_meta needed);
-    its `action` signature maps a time step to actions.
+    its `action` signature maps a time step to actions. An RL² policy (`RL2Policy`, an
+    `RL2` learner or an `RL2KerasPolicy`) is exported as a stateful policy: `action`
+    also takes and returns the policy state (inputs `1/hidden`, `1/prev_action`,
+    `1/prev_reward`, `1/prev_done`; outputs `state/...`), and `get_initial_state`
+    (input `batch_size`) returns the zero state a trial starts from. The caller carries
+    the state across episode ends and resets it between trials, like `TrialDriver`.
 
     Args:
-        policy: A keras_meta policy (Keras model) or a `KerasPolicy`.
+        policy: A keras_meta policy (Keras model), an `RL2` learner, a `KerasPolicy` or
+            an `RL2KerasPolicy`.
         path: Output directory.
         time_step_spec, action_spec: Specs (required unless `policy` is a `KerasPolicy`).
         deterministic: Export the mean/greedy policy.
@@ -276,10 +283,13 @@ def export_policy(policy, path, time_step_spec=None, action_spec=None, determini
     Returns:
         `path`.
     """
+    if isinstance(policy, RL2):
+        policy = policy.policy
     if not isinstance(policy, tf_policy.TFPolicy):
         if time_step_spec is None or action_spec is None:
             raise ValueError("Expected `time_step_spec` and `action_spec` with a Keras policy. Received: None")
-        policy = KerasPolicy(policy, time_step_spec, action_spec, deterministic=deterministic, seed=seed)
+        wrapper = RL2KerasPolicy if isinstance(policy, RL2Policy) else KerasPolicy
+        policy = wrapper(policy, time_step_spec, action_spec, deterministic=deterministic, seed=seed)
     policy_saver.PolicySaver(policy, batch_size=None).save(path)
     return path
 
@@ -288,3 +298,173 @@ def specs_for(env):
     """`(time_step_spec, action_spec)` as tensor specs for a gymnasium task env."""
     py_env = GymnasiumPyEnvironment(env)
     return (tensor_spec.from_spec(py_env.time_step_spec()), tensor_spec.from_spec(py_env.action_spec()))
+
+
+class RL2KerasPolicy(tf_policy.TFPolicy):
+    """A stateful TF-Agents `TFPolicy` over an `RL2Policy` (recurrent, RL²).
+
+    The policy state is a dict `{"hidden": [units], "prev_action": [action_features],
+    "prev_reward": [], "prev_done": []}`. `automatic_state_reset` is off: TF-Agents would
+    otherwise zero the state at every `FIRST` time step, i.e. at every episode start,
+    while RL² keeps it across the episodes of a trial. Reset it between trials with
+    `get_initial_state` (as `TrialDriver` does).
+
+    Per time step (TF-Agents carries the reward of the previous transition in the
+    current time step), the network input is `x = [obs, prev_action, r, d]` with
+
+    - `MID`: `r = time_step.reward`, `d = 0`;
+    - `FIRST`: `r, d` = the stored reward and done flag of the previous episode's end
+      (zeros at the start of a trial);
+    - `LAST`: the env ignores the action (auto-reset), so the hidden state and previous
+      action stay unchanged and only `r = time_step.reward`, `d = 1` are stored.
+
+    This reproduces exactly the inputs `keras_meta.rl.RL2.collect` feeds during training.
+
+    Args:
+        policy: An `RL2Policy`.
+        time_step_spec, action_spec: The TF environment's specs.
+        deterministic: Take the greedy / mean action.
+        seed: Seed of the stateless sampling stream.
+
+    Raises:
+        TypeError: If `policy` is not an `RL2Policy`.
+    """
+
+    def __init__(self, policy, time_step_spec, action_spec, deterministic=False, seed=0):
+        if isinstance(policy, RL2):
+            policy = policy.policy
+        if not isinstance(policy, RL2Policy):
+            raise TypeError("Expected `policy` to be a keras_meta.rl.RL2Policy. Received: policy of type "
+                            f"{type(policy).__name__}")
+        state_spec = {
+            "hidden": tf.TensorSpec([policy.units], tf.float32, name="hidden"),
+            "prev_action": tf.TensorSpec([policy.action_features], tf.float32, name="prev_action"),
+            "prev_reward": tf.TensorSpec([], tf.float32, name="prev_reward"),
+            "prev_done": tf.TensorSpec([], tf.float32, name="prev_done"),
+        }
+        super().__init__(time_step_spec, action_spec, policy_state_spec=state_spec, clip=False,
+                         automatic_state_reset=False)
+        self._keras_policy = policy
+        self._deterministic = bool(deterministic)
+        self._counter = tf.Variable([int(seed), 0], dtype=tf.int64, trainable=False, name="seed_counter")
+
+    @property
+    def keras_policy(self):
+        return self._keras_policy
+
+    def _variables(self):
+        return list(self._keras_policy.variables) + [self._counter]
+
+    def _action(self, time_step, policy_state, seed):
+        del seed  # the stateless stream below makes runs reproducible
+        net = self._keras_policy
+        first, last = time_step.is_first(), time_step.is_last()
+        reward = tf.reshape(tf.cast(time_step.reward, tf.float32), [-1])
+        prev_reward = tf.where(first, policy_state["prev_reward"], reward)
+        prev_done = tf.where(first, policy_state["prev_done"], tf.zeros_like(reward))
+        x = net.features(time_step.observation, policy_state["prev_action"], prev_reward, prev_done)
+        dist, _, hidden = net.step(x, policy_state["hidden"])
+        if self._deterministic:
+            action = net.mode(dist)
+        else:
+            action = net.sample(dist, tf.identity(self._counter))
+            self._counter.assign_add([0, 1])
+        keep = last[:, None]
+        state = {
+            "hidden": tf.where(keep, policy_state["hidden"], hidden),
+            "prev_action": tf.where(keep, policy_state["prev_action"], net.encode_actions(action)),
+            "prev_reward": tf.where(last, reward, tf.zeros_like(reward)),
+            "prev_done": tf.cast(last, tf.float32),
+        }
+        action = tf.reshape(tf.cast(action, self.action_spec.dtype),
+                            tf.concat([tf.shape(reward), self.action_spec.shape], 0))
+        return policy_step.PolicyStep(action, state, ())
+
+    def _distribution(self, time_step, policy_state):
+        raise NotImplementedError("RL2KerasPolicy samples directly; use action().")
+
+
+class TrialDriver:
+    """A driver that runs RL² trials: policy state kept across episode ends, reset between trials.
+
+    TF-Agents' stock drivers either reset a policy's state at every episode start
+    (through `automatic_state_reset`) or never. This driver steps a batch-1
+    `TFPyEnvironment` in Python, like `PyDriver`: for each trial it (optionally) sets
+    the trial's task, resets the env, starts from `policy.get_initial_state(1)`, and
+    feeds the state returned by `policy.action` back in until `episodes_per_trial`
+    episodes have ended. Observers receive `Trajectory` batches as with the stock
+    drivers (including the boundary transition from a `LAST` to the next `FIRST`).
+
+    Args:
+        env: A `TFPyEnvironment` over a `GymnasiumPyEnvironment`, batch size 1.
+        policy: A TF-Agents policy (typically `RL2KerasPolicy`).
+        episodes_per_trial: Episodes per trial (at least 1).
+        num_trials: Trials per `run()`.
+        observers: Callables receiving each `Trajectory`.
+        tasks: Optional list of tasks; trial `i` runs `tasks[i % len(tasks)]`.
+
+    Raises:
+        ValueError: For a trial shorter than one episode or a batched env.
+
+    Example:
+
+    ```python
+    env = tf_env(BernoulliBandit(2))
+    policy = RL2KerasPolicy(learner.policy, env.time_step_spec(), env.action_spec())
+    log = TrialDriver(env, policy, episodes_per_trial=10, num_trials=5,
+                      tasks=BernoulliBandit(2).sample_tasks(5, seed=0)).run()
+    ```
+    """
+
+    def __init__(self, env, policy, episodes_per_trial, num_trials=1, observers=(), tasks=None):
+        if isinstance(episodes_per_trial, bool) or not isinstance(episodes_per_trial, (int, np.integer)) \
+                or episodes_per_trial < 1:
+            raise ValueError(
+                "Expected a trial of at least one episode: `episodes_per_trial` a positive integer. "
+                f"Received: episodes_per_trial={episodes_per_trial!r}")
+        if int(num_trials) != num_trials or num_trials < 1:
+            raise ValueError(f"Expected `num_trials` to be a positive integer. Received: num_trials={num_trials!r}")
+        if env.batch_size not in (None, 1):
+            raise ValueError(f"Expected a TFPyEnvironment of batch size 1. Received: batch_size={env.batch_size}")
+        self.env, self.policy = env, policy
+        self.episodes_per_trial, self.num_trials = int(episodes_per_trial), int(num_trials)
+        self.observers = list(observers)
+        self.tasks = None if tasks is None else list(tasks)
+
+    def _set_task(self, task):
+        py_env = self.env.pyenv.envs[0]
+        py_env.set_task(task)
+
+    def run(self):
+        """Runs `num_trials` trials.
+
+        Returns:
+            A dict of NumPy arrays with one entry per policy call: `trial`, `episode`
+            (within the trial), `step_type`, `reward` (of the time step), `action`, and
+            `state` (the flattened policy state the action was computed from).
+        """
+        log = {k: [] for k in ("trial", "episode", "step_type", "reward", "action", "state")}
+        for trial in range(self.num_trials):
+            if self.tasks:
+                self._set_task(self.tasks[trial % len(self.tasks)])
+            time_step = self.env.reset()
+            state = self.policy.get_initial_state(self.env.batch_size or 1)
+            episodes = 0
+            while episodes < self.episodes_per_trial:
+                action_step = self.policy.action(time_step, state)
+                next_time_step = self.env.step(action_step.action)
+                traj = trajectory.from_transition(time_step, action_step, next_time_step)
+                for observer in self.observers:
+                    observer(traj)
+                flat = tf.nest.flatten(state)
+                log["trial"].append(trial)
+                log["episode"].append(episodes)
+                log["step_type"].append(int(time_step.step_type.numpy().reshape(-1)[0]))
+                log["reward"].append(float(time_step.reward.numpy().reshape(-1)[0]))
+                log["action"].append(np.asarray(action_step.action.numpy()[0]))
+                log["state"].append(np.concatenate([np.reshape(s.numpy()[0], [-1]) for s in flat]) if flat
+                                    else np.zeros(0, np.float32))
+                if bool(next_time_step.is_last().numpy().reshape(-1)[0]):
+                    episodes += 1
+                time_step, state = next_time_step, action_step.state
+        return {k: np.asarray(v) for k, v in log.items()}

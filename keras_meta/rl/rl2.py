@@ -1,0 +1,663 @@
+"""RL²: fast reinforcement learning via slow reinforcement learning (Duan et al., 2016).
+
+A recurrent policy reads, at every step `t` of a trial, the observation together with the
+previous action, reward and episode-end flag, `x_t = [s_t, a_{t-1}, r_{t-1}, d_{t-1}]`.
+Its hidden state is carried across the episodes of one trial (several episodes of the same
+task) and reset between trials, so learning a new task happens in the activations: the
+weights are meta-learned by PPO over whole trials.
+"""
+
+import collections
+
+import gymnasium
+import keras
+import numpy as np
+import tensorflow as tf
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+
+from keras_meta import _core, functional
+from keras_meta.rl.buffer import RolloutBuffer
+from keras_meta.rl.envs import BatchedNavigation2D, Navigation2D, _find_attr, check_task_env
+from keras_meta.rl.policies import gaussian_entropy, gaussian_log_prob
+
+TrialBatch = collections.namedtuple(
+    "TrialBatch", ["inputs", "resets", "actions", "old_log_probs", "advantages", "returns", "masks"])
+TrialBatch.__doc__ = """Tensors `[N, H, ...]` of `N` trial rows, the PPO training data of RL²."""
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"Expected `{name}` to be a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
+@keras.saving.register_keras_serializable(package="keras_meta")
+class RL2Policy(keras.Model):
+    """A GRU policy and value function stepped one step at a time with explicit state.
+
+    Per step, `z = encoder(x_t)`, `h_t = GRUCell(z, h_{t-1})`, and the heads give the
+    action distribution (categorical logits, or a diagonal Gaussian mean with a learnable
+    state-independent log-std) and the value `V(h_t)`. The cell is `keras.layers.GRUCell`,
+    a plain-TensorFlow kernel (never cuDNN), so it runs inside `tf.scan` and `tf.function`
+    and exports to a SavedModel.
+
+    The input `x_t` is `concat([obs_t, prev_action, prev_reward, prev_done])`, with the
+    previous action one-hot for discrete actions; see `input_dim`.
+
+    Args:
+        observation_dim: Size of the flattened observation.
+        num_actions: Number of discrete actions (categorical policy), or None.
+        action_dim: Size of a continuous action (Gaussian policy), or None.
+        units: GRU state size.
+        hidden_units: Sizes of tanh Dense layers applied before the GRU.
+        log_std_init: Initial log-std of a Gaussian policy.
+
+    Raises:
+        ValueError: Unless exactly one of `num_actions` and `action_dim` is given.
+
+    Example:
+
+    >>> policy = RL2Policy(observation_dim=1, num_actions=2, units=8)
+    >>> state = policy.get_initial_state(3)
+    >>> x = tf.zeros([3, policy.input_dim])
+    >>> dist, value, state = policy.step(x, state)
+    >>> dist.shape, value.shape, state.shape
+    (TensorShape([3, 2]), TensorShape([3]), TensorShape([3, 8]))
+    """
+
+    def __init__(self, observation_dim, num_actions=None, action_dim=None, units=64, hidden_units=(),
+                 log_std_init=0.0, **kwargs):
+        super().__init__(**kwargs)
+        if (num_actions is None) == (action_dim is None):
+            raise ValueError(
+                "Expected exactly one of `num_actions` (discrete) and `action_dim` (continuous). "
+                f"Received: num_actions={num_actions!r}, action_dim={action_dim!r}")
+        self.observation_dim = _positive_int(observation_dim, "observation_dim")
+        self.discrete = num_actions is not None
+        self.num_actions = None if num_actions is None else _positive_int(num_actions, "num_actions")
+        self.action_dim = None if action_dim is None else _positive_int(action_dim, "action_dim")
+        self.units = _positive_int(units, "units")
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.log_std_init = float(log_std_init)
+        self.action_features = self.num_actions if self.discrete else self.action_dim
+        self.input_dim = self.observation_dim + self.action_features + 2
+        self.encoder = [keras.layers.Dense(u, activation="tanh", name=f"encoder_{i}")
+                        for i, u in enumerate(self.hidden_units)]
+        self.cell = keras.layers.GRUCell(self.units, name="gru_cell")
+        self.policy_head = keras.layers.Dense(
+            self.action_features, kernel_initializer=keras.initializers.Orthogonal(0.01), name="policy_head")
+        self.value_head = keras.layers.Dense(1, name="value_head")
+        if not self.discrete:
+            self.log_std = self.add_weight(shape=(self.action_dim,), name="log_std",
+                                           initializer=keras.initializers.Constant(self.log_std_init))
+        self.step(tf.zeros([1, self.input_dim]), self.get_initial_state(1))
+
+    @classmethod
+    def for_env(cls, env, units=64, hidden_units=(), log_std_init=0.0):
+        """A policy matching a gymnasium env's (or vector env's single) spaces.
+
+        Args:
+            env: A gymnasium env or vector env with a Box observation space and a
+                Discrete or Box action space.
+            units, hidden_units, log_std_init: As in the constructor.
+
+        Returns:
+            An `RL2Policy`.
+
+        Raises:
+            TypeError: For other action spaces.
+        """
+        obs_space, act_space = _spaces(env)
+        obs_dim = int(np.prod(obs_space.shape))
+        if isinstance(act_space, spaces.Discrete):
+            return cls(obs_dim, num_actions=int(act_space.n), units=units, hidden_units=hidden_units)
+        if isinstance(act_space, spaces.Box):
+            return cls(obs_dim, action_dim=int(np.prod(act_space.shape)), units=units,
+                       hidden_units=hidden_units, log_std_init=log_std_init)
+        raise TypeError("Expected a Discrete or Box action space. Received: action space of type "
+                        f"{type(act_space).__name__}")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(observation_dim=self.observation_dim, num_actions=self.num_actions,
+                      action_dim=self.action_dim, units=self.units, hidden_units=list(self.hidden_units),
+                      log_std_init=self.log_std_init)
+        return config
+
+    def get_initial_state(self, batch_size):
+        """Zero hidden state `[batch_size, units]` (the state at the start of every trial)."""
+        return tf.zeros([batch_size, self.units])
+
+    def call(self, inputs, training=False):
+        x, state = inputs
+        return self.step(x, state)
+
+    def step(self, x, state):
+        """One recurrent step.
+
+        Args:
+            x: Inputs `[B, input_dim]` (`concat([obs, prev_action, prev_reward, prev_done])`).
+            state: Hidden state `[B, units]`.
+
+        Returns:
+            `(dist, value, new_state)`: distribution parameters `[B, P]` (logits, or
+            `concat([mean, log_std])`), values `[B]` and the next state `[B, units]`.
+        """
+        z = tf.cast(x, tf.float32)
+        for layer in self.encoder:
+            z = layer(z)
+        out, new_state = self.cell(z, state)
+        head = self.policy_head(out)
+        if not self.discrete:
+            head = tf.concat([head, tf.zeros_like(head) + tf.cast(self.log_std, head.dtype)], axis=-1)
+        return head, self.value_head(out)[..., 0], new_state
+
+    def unroll(self, inputs, resets, state=None):
+        """Runs `step` over a sequence, resetting the state where `resets` is true.
+
+        Args:
+            inputs: `[B, T, input_dim]`.
+            resets: Boolean `[B, T]`; where true, the state is set to the initial state
+                before step `t` (trial boundaries).
+            state: Initial state `[B, units]` (default: zeros).
+
+        Returns:
+            `(dist [B, T, P], values [B, T], states [B, T, units])`, `states[:, t]` being
+            the state after step `t`.
+        """
+        inputs = tf.convert_to_tensor(inputs, tf.float32)
+        resets = tf.convert_to_tensor(resets, tf.bool)
+        if state is None:
+            state = self.get_initial_state(tf.shape(inputs)[0])
+        p = self.action_features * (1 if self.discrete else 2)
+        dummy = (tf.zeros([tf.shape(inputs)[0], p]), tf.zeros([tf.shape(inputs)[0]]), state)
+
+        def body(carry, xs):
+            x, reset = xs
+            h = tf.where(reset[:, None], tf.zeros_like(carry[2]), carry[2])
+            return self.step(x, h)
+
+        dist, values, states = tf.scan(
+            body, (tf.transpose(inputs, [1, 0, 2]), tf.transpose(resets, [1, 0])), initializer=dummy)
+        return (tf.transpose(dist, [1, 0, 2]), tf.transpose(values, [1, 0]), tf.transpose(states, [1, 0, 2]))
+
+    def encode_actions(self, actions):
+        """The previous-action part of `x_t`: one-hot `[B, num_actions]` or `[B, action_dim]`."""
+        if self.discrete:
+            return tf.one_hot(tf.cast(tf.reshape(actions, [-1]), tf.int32), self.num_actions)
+        return tf.reshape(tf.cast(actions, tf.float32), [-1, self.action_dim])
+
+    def features(self, observations, prev_action_features, prev_rewards, prev_dones):
+        """`x_t = concat([obs, prev_action_features, prev_reward, prev_done])`, `[B, input_dim]`.
+
+        At the first step of a trial all three `prev_*` parts are zeros (so a discrete
+        policy sees an all-zero action vector, not the one-hot of action 0).
+        """
+        obs = tf.reshape(tf.cast(observations, tf.float32), [-1, self.observation_dim])
+        act = tf.reshape(tf.cast(prev_action_features, tf.float32), [-1, self.action_features])
+        return tf.concat([obs, act, tf.reshape(tf.cast(prev_rewards, tf.float32), [-1, 1]),
+                          tf.reshape(tf.cast(prev_dones, tf.float32), [-1, 1])], axis=-1)
+
+    def log_prob(self, dist, actions):
+        if self.discrete:
+            log_p = tf.nn.log_softmax(dist)
+            return tf.gather(log_p, tf.cast(actions, tf.int32), axis=-1, batch_dims=len(log_p.shape) - 1)
+        mean, log_std = dist[..., :self.action_dim], dist[..., self.action_dim:]
+        return gaussian_log_prob(mean, log_std, tf.cast(actions, mean.dtype))
+
+    def entropy(self, dist):
+        if self.discrete:
+            log_p = tf.nn.log_softmax(dist)
+            return -tf.reduce_sum(tf.exp(log_p) * log_p, axis=-1)
+        return gaussian_entropy(dist[..., self.action_dim:])
+
+    def sample(self, dist, seed):
+        """Stateless sample: Gumbel-max (discrete) or `mean + std * eps` (continuous)."""
+        if self.discrete:
+            u = tf.random.stateless_uniform(tf.shape(dist), seed=seed, minval=1e-9, maxval=1.0)
+            return tf.argmax(dist - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int64)
+        mean, log_std = dist[..., :self.action_dim], dist[..., self.action_dim:]
+        return mean + tf.exp(log_std) * tf.random.stateless_normal(tf.shape(mean), seed=seed)
+
+    def mode(self, dist):
+        """The greedy (discrete) or mean (continuous) action."""
+        if self.discrete:
+            return tf.argmax(dist, axis=-1, output_type=tf.int64)
+        return dist[..., :self.action_dim]
+
+
+def _spaces(env):
+    if isinstance(env, gymnasium.vector.VectorEnv):
+        return env.single_observation_space, env.single_action_space
+    return env.observation_space, env.action_space
+
+
+def trial_inputs(policy, data):
+    """Policy inputs and state resets for buffer rows, exactly as `RL2.collect` fed them.
+
+    `x_t = [s_t, a_{t-1}, r_{t-1}, d_{t-1}]` inside a trial (`d`: the step ended an
+    episode) and `[s_t, 0, 0, 0]` with a state reset at the first step of every trial
+    (where the buffer's `trial_ids` change, or at `t = 0`).
+
+    Args:
+        policy: An `RL2Policy`.
+        data: `RolloutBuffer.data()`.
+
+    Returns:
+        `(inputs [N, H, input_dim] float32, resets [N, H] bool)` with `N = T * E`.
+    """
+    obs = np.asarray(data["observations"], np.float32)
+    t, e, h = obs.shape[:3]
+    n = t * e
+    obs = obs.reshape(n, h, -1)
+    actions = np.asarray(data["actions"]).reshape((n, h) if policy.discrete else (n, h, -1))
+    if policy.discrete:
+        act = np.eye(policy.num_actions, dtype=np.float32)[np.clip(actions, 0, policy.num_actions - 1)]
+    else:
+        act = actions.astype(np.float32)
+    rew = np.asarray(data["rewards"], np.float32).reshape(n, h)
+    done = (np.asarray(data["terminated"]) | np.asarray(data["truncated"])).reshape(n, h).astype(np.float32)
+    trial = np.asarray(data["trial_ids"]).reshape(n, h)
+    resets = np.ones((n, h), bool)
+    resets[:, 1:] = trial[:, 1:] != trial[:, :-1]
+    prev = np.concatenate([act, rew[..., None], done[..., None]], axis=-1)
+    prev = np.concatenate([np.zeros_like(prev[:, :1]), prev[:, :-1]], axis=1)
+    prev[resets] = 0.0
+    return np.concatenate([obs, prev], axis=-1).astype(np.float32), resets
+
+
+def episode_returns_in_trial(buffer):
+    """Mean undiscounted return of the k-th episode of a trial, over all rows.
+
+    Args:
+        buffer: A filled `RolloutBuffer` with `episodes_per_trial` set.
+
+    Returns:
+        float64 `[episodes_per_trial]`; entry `k` averages the returns of every trial's
+        episode `k` (after `k` adaptation episodes).
+    """
+    d = buffer.data()
+    k = buffer.episodes_per_trial
+    h = np.asarray(d["masks"]).shape[-1]
+    ep = np.asarray(d["episode_ids"]).reshape(-1, h).astype(np.int64)
+    masks = np.asarray(d["masks"]).reshape(-1, h) > 0
+    rewards = np.asarray(d["rewards"], np.float64).reshape(-1, h)
+    rows = np.broadcast_to(np.arange(ep.shape[0])[:, None], ep.shape)
+    out = np.zeros(k)
+    for i in range(k):
+        sel = masks & (ep % k == i)
+        # Average over episodes, not steps: count distinct (row, episode id) pairs.
+        count = np.unique(rows[sel] * (1 << 32) + ep[sel]).size
+        out[i] = rewards[sel].sum() / max(count, 1)
+    return out
+
+
+class RL2:
+    """RL² trained with PPO over trials.
+
+    Sampling: every row of a `RolloutBuffer` (`num_tasks` x `trials_per_task`) runs one
+    trial of `episodes_per_trial` episodes of its task; the policy state starts at zero,
+    is carried across episode ends and never crosses a trial boundary (the buffer's
+    `trial_ids`).
+
+    Update rule (PPO, Schulman et al., 2017, with the trial as the episode): advantages
+    are GAE(gamma, lambda) over the recurrent values with `trial_level=True`, so the
+    recursion runs through episode ends inside a trial and stops only at its end, which
+    is terminal (`V = 0` after the last episode, whether it terminated or was truncated);
+    then for `ppo_epochs` epochs and `minibatches` minibatches of whole trials,
+
+        r_t = pi(a_t | h_t) / pi_old(a_t | h_t),
+        L = -mean_t min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t)
+            + c_v * mean_t 0.5 (V(h_t) - R_t)^2 - c_e * mean_t H(pi(. | h_t)),
+
+    with `R_t = A_t + V_old(h_t)`, means over the unmasked steps, the hidden states
+    recomputed by unrolling each trial from a zero state, and gradients clipped to a
+    global norm of `max_grad_norm`.
+
+    Args:
+        policy: An `RL2Policy`, or None to build one for the env with `units`.
+        env: A task environment (`Navigation2D` runs on the batched C++ navigation), a
+            `TaskEnv` with `clone()`, or a function returning one.
+        episodes_per_trial: Episodes of the same task per trial (at least 1).
+        horizon: Episode length (default: the env's `horizon`).
+        max_trial_steps: Steps stored per trial (default `episodes_per_trial * horizon`);
+            must hold at least one episode.
+        units: GRU size when `policy` is None.
+        gamma, gae_lambda: Discount and GAE lambda.
+        clip_ratio, ppo_epochs, minibatches: PPO settings.
+        value_coef, entropy_coef, max_grad_norm: Loss weights and gradient clipping.
+        optimizer: Keras optimizer (default Adam(3e-3)).
+        normalize_advantages: Standardise advantages over the batch.
+        seed: Run seed; tasks and sampling noise derive from it.
+
+    Raises:
+        ValueError: For a trial shorter than one episode (`episodes_per_trial < 1` or
+            `max_trial_steps < horizon`) or a policy that does not match the env.
+
+    Example:
+
+    >>> learner = RL2(None, BernoulliBandit(2), episodes_per_trial=10, units=16)
+    >>> history = learner.fit(epochs=1, steps_per_epoch=5, meta_batch_size=32)  # doctest: +SKIP
+    >>> learner.meta_evaluate(BernoulliBandit(2).sample_tasks(100, seed=1))  # doctest: +SKIP
+    {0: 0.49, 1: 0.55, ...}
+    """
+
+    def __init__(self, policy, env, episodes_per_trial=2, horizon=None, max_trial_steps=None, units=64,
+                 gamma=0.99, gae_lambda=0.95, clip_ratio=0.2, ppo_epochs=4, minibatches=1, value_coef=0.5,
+                 entropy_coef=0.01, max_grad_norm=0.5, optimizer=None, normalize_advantages=True, seed=0):
+        functional.check_tensorflow_backend()
+        if isinstance(episodes_per_trial, bool) or not isinstance(episodes_per_trial, (int, np.integer)) \
+                or episodes_per_trial < 1:
+            raise ValueError(
+                "Expected a trial of at least one episode: `episodes_per_trial` a positive integer. "
+                f"Received: episodes_per_trial={episodes_per_trial!r}")
+        self.env = self._task_env(env)
+        self.episodes_per_trial = int(episodes_per_trial)
+        self.horizon = _positive_int(int(horizon or getattr(self.env, "horizon", None)
+                                         or self.env.spec.max_episode_steps), "horizon")
+        full = self.episodes_per_trial * self.horizon
+        self.max_trial_steps = full if max_trial_steps is None else _positive_int(max_trial_steps, "max_trial_steps")
+        if self.max_trial_steps < self.horizon:
+            raise ValueError(
+                f"Expected a trial of at least one episode: max_trial_steps >= horizon={self.horizon}. "
+                f"Received: max_trial_steps={max_trial_steps!r}")
+        obs_space, act_space = _spaces(self.env)
+        self._obs_space, self._act_space = obs_space, act_space
+        self.observation_shape = tuple(obs_space.shape)
+        self.policy = RL2Policy.for_env(self.env, units=units) if policy is None else policy
+        if not isinstance(self.policy, RL2Policy):
+            raise TypeError(f"Expected `policy` to be a keras_meta.rl.RL2Policy or None. Received: policy of "
+                            f"type {type(self.policy).__name__}")
+        discrete = isinstance(act_space, spaces.Discrete)
+        if (self.policy.discrete != discrete or self.policy.observation_dim != int(np.prod(self.observation_shape))
+                or (discrete and self.policy.num_actions != act_space.n)):
+            raise ValueError(
+                "Expected `policy` to match the env's spaces. Received: policy with observation_dim="
+                f"{self.policy.observation_dim}, num_actions={self.policy.num_actions}, action_dim="
+                f"{self.policy.action_dim} for observation_space={obs_space}, action_space={act_space}")
+        self._action_low = None if discrete else act_space.low
+        self._action_high = None if discrete else act_space.high
+        self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
+        self.clip_ratio = float(clip_ratio)
+        self.ppo_epochs, self.minibatches = _positive_int(ppo_epochs, "ppo_epochs"), _positive_int(
+            minibatches, "minibatches")
+        self.value_coef, self.entropy_coef = float(value_coef), float(entropy_coef)
+        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        self.optimizer = optimizer or keras.optimizers.Adam(3e-3)
+        self.normalize_advantages = bool(normalize_advantages)
+        self.seed = int(seed)
+        self._venvs = {}
+        self._iteration = 0
+        d = self.policy.input_dim
+        self._act_fn = tf.function(self._act, reduce_retracing=True)
+        self._unroll_fn = tf.function(
+            lambda x, r: self.policy.unroll(x, r)[:2],
+            input_signature=[tf.TensorSpec([None, None, d], tf.float32), tf.TensorSpec([None, None], tf.bool)])
+        self._update_fn = tf.function(self._update, reduce_retracing=True)
+
+    # ----------------------------------------------------------------- environments
+    @staticmethod
+    def _task_env(env):
+        if isinstance(env, (gymnasium.Env, gymnasium.vector.VectorEnv)):
+            return check_task_env(env)
+        if callable(env):
+            made = env()
+            check_task_env(made)
+            made._factory = env
+            return made
+        return check_task_env(env)
+
+    def _vector_env(self, env, n):
+        key = (id(env), n)
+        if key not in self._venvs:
+            if isinstance(env, (Navigation2D, BatchedNavigation2D)):
+                self._venvs[key] = BatchedNavigation2D(n, horizon=self.horizon)
+            else:
+                factory = getattr(env, "_factory", None) or getattr(env, "clone", None)
+                if factory is None:
+                    raise TypeError(
+                        "Expected `env` to provide clone() (keras_meta.rl.TaskEnv) or to be a function "
+                        f"returning a task env. Received: env of type {type(env).__name__}")
+                # SAME_STEP: no reset steps, so every vector step is a policy step.
+                self._venvs[key] = gymnasium.vector.SyncVectorEnv(
+                    [factory] * n, autoreset_mode=AutoresetMode.SAME_STEP)
+        return self._venvs[key]
+
+    def _assign_tasks(self, venv, tasks):
+        if hasattr(venv, "set_tasks"):
+            venv.set_tasks(tasks)
+            return
+        for sub, task in zip(venv.envs, tasks):
+            _find_attr(sub, "set_task")(task)
+            obs_space, act_space = sub.observation_space, sub.action_space
+            if obs_space != self._obs_space or act_space != self._act_space:
+                # A recurrent policy has fixed input and output sizes; a batch cannot mix spaces.
+                raise ValueError(
+                    "Expected the observation and action spaces to stay the same across tasks. Received: "
+                    f"observation_space={obs_space}, action_space={act_space} after set_task({task!r}); "
+                    f"the env was built with observation_space={self._obs_space}, "
+                    f"action_space={self._act_space}")
+
+    # ----------------------------------------------------------------- sampling
+    def _seed(self, *path):
+        s = self.seed
+        for p in path:
+            s = _core.derive_seed(s, p)
+        return s
+
+    def _act(self, x, state, seed, deterministic):
+        dist, value, new_state = self.policy.step(x, state)
+        action = self.policy.mode(dist) if deterministic else self.policy.sample(dist, seed)
+        return action, new_state
+
+    def collect(self, tasks, trials_per_task=1, seed=0, deterministic=False, env=None, episodes_per_trial=None,
+                record_states=False):
+        """Runs one trial per (task, trial) row with the current policy.
+
+        Args:
+            tasks: Tasks (e.g. from `env.sample_tasks`).
+            trials_per_task: Trials per task (`E`).
+            seed: Sampling seed.
+            deterministic: Greedy / mean actions.
+            env: Task environment (default: the training env).
+            episodes_per_trial: Episodes per trial (default: the training value).
+            record_states: Also return the hidden state after every recorded step.
+
+        Returns:
+            A filled `RolloutBuffer` (`num_tasks=len(tasks)`, `num_envs=trials_per_task`),
+            and with `record_states` also float32 states `[T, E, H, units]`.
+        """
+        env = self.env if env is None else self._task_env(env)
+        ept = self.episodes_per_trial if episodes_per_trial is None else _positive_int(
+            episodes_per_trial, "episodes_per_trial")
+        steps = self.max_trial_steps if episodes_per_trial is None else max(self.max_trial_steps,
+                                                                             ept * self.horizon)
+        num_tasks, e = len(tasks), _positive_int(trials_per_task, "trials_per_task")
+        n = num_tasks * e
+        venv = self._vector_env(env, n)
+        self._assign_tasks(venv, [task for task in tasks for _ in range(e)])
+        buffer = RolloutBuffer.for_env(venv, num_tasks, e, steps, episodes_per_trial=ept,
+                                       max_episodes_per_env=ept)
+        obs, _ = venv.reset(seed=int(seed % (2**31)))
+        policy = self.policy
+        state = np.zeros([n, policy.units], np.float32)
+        prev_a = np.zeros([n, policy.action_features], np.float32)
+        prev_r, prev_d = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        states = np.zeros([n, steps, policy.units], np.float32) if record_states else None
+        step_seed = int(seed % (2**31 - 1))
+        for h in range(2 * steps + 1):
+            x = policy.features(np.asarray(obs, np.float32).reshape(n, -1), prev_a, prev_r, prev_d)
+            actions, new_state = self._act_fn(x, tf.constant(state), tf.constant([step_seed, h], tf.int64),
+                                              deterministic)
+            actions, new_state = actions.numpy(), new_state.numpy()
+            env_actions = actions if self._action_low is None else np.clip(
+                actions, self._action_low, self._action_high)
+            lengths = buffer.data()["lengths"].reshape(n).copy() if record_states else None
+            nxt, rewards, terminated, truncated, infos = venv.step(env_actions)
+            valid = np.asarray(buffer.add(obs, actions, rewards, terminated, truncated, nxt, infos)).reshape(n)
+            # Steps the buffer skips (NEXT_STEP reset steps, finished rows) leave memory untouched.
+            state = np.where(valid[:, None], new_state, state)
+            prev_a = np.where(valid[:, None], policy.encode_actions(actions).numpy(), prev_a)
+            prev_r = np.where(valid, np.asarray(rewards, np.float32), prev_r)
+            prev_d = np.where(valid, (np.asarray(terminated) | np.asarray(truncated)).astype(np.float32), prev_d)
+            if record_states:
+                rows = np.flatnonzero(valid)
+                states[rows, lengths[rows]] = new_state[rows]
+            obs = nxt
+            if buffer.finished:
+                break
+        if record_states:
+            return buffer, states.reshape(num_tasks, e, steps, policy.units)
+        return buffer
+
+    def process(self, buffer):
+        """GAE over trials (`trial_level=True`) and the PPO batch of a filled buffer.
+
+        Returns:
+            A `TrialBatch` of tensors `[T * E, H, ...]`.
+        """
+        d = buffer.data()
+        inputs, resets = trial_inputs(self.policy, d)
+        dist, values = self._unroll_fn(tf.constant(inputs), tf.constant(resets))
+        shape = d["masks"].shape
+        values = values.numpy().reshape(shape).astype(np.float32)
+        # A trial's end is terminal for RL²: nothing of the task follows it.
+        adv, returns = buffer.gae(values, np.zeros(shape, np.float32), self.gamma, self.gae_lambda,
+                                  trial_level=True)
+        masks = np.asarray(d["masks"], np.float32)
+        if self.normalize_advantages:
+            count = max(masks.sum(), 1.0)
+            mean = (adv * masks).sum() / count
+            std = np.sqrt((((adv - mean) * masks) ** 2).sum() / count)
+            adv = ((adv - mean) / (std + 1e-8) * masks).astype(np.float32)
+        n, h = inputs.shape[:2]
+        actions = np.asarray(d["actions"]).reshape((n, h) if self.policy.discrete else (n, h, -1))
+        old_log_probs = self.policy.log_prob(dist, tf.constant(actions))
+        return TrialBatch(tf.constant(inputs), tf.constant(resets), tf.constant(actions), old_log_probs,
+                          tf.constant(adv.reshape(n, h)), tf.constant(returns.reshape(n, h)),
+                          tf.constant(masks.reshape(n, h)))
+
+    # ----------------------------------------------------------------- training
+    def _update(self, batch):
+        variables = self.policy.trainable_variables
+        with tf.GradientTape() as tape:
+            dist, values, _ = self.policy.unroll(batch.inputs, batch.resets)
+            log_p = self.policy.log_prob(dist, batch.actions)
+            m = batch.masks
+            count = tf.maximum(tf.reduce_sum(m), 1.0)
+            ratio = tf.exp(log_p - batch.old_log_probs)
+            clipped = tf.clip_by_value(ratio, 1.0 - self.clip_ratio, 1.0 + self.clip_ratio)
+            surrogate = tf.minimum(ratio * batch.advantages, clipped * batch.advantages)
+            policy_loss = -tf.reduce_sum(surrogate * m) / count
+            value_loss = 0.5 * tf.reduce_sum(tf.square(values - batch.returns) * m) / count
+            entropy = tf.reduce_sum(self.policy.entropy(dist) * m) / count
+            loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy
+        grads = tape.gradient(loss, variables)
+        if self.max_grad_norm is not None:
+            grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm)
+        self.optimizer.apply(grads, variables)
+        kl = tf.reduce_sum((batch.old_log_probs - log_p) * m) / count
+        clip_fraction = tf.reduce_sum(tf.cast(tf.abs(ratio - 1.0) > self.clip_ratio, tf.float32) * m) / count
+        return {"loss": loss, "policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
+                "kl": kl, "clip_fraction": clip_fraction}
+
+    def train_step(self, tasks, trials_per_task=1):
+        """One PPO iteration on fresh trials of `tasks`; returns a dict of logs."""
+        it = self._iteration
+        self._iteration += 1
+        buffer = self.collect(tasks, trials_per_task, seed=self._seed(it, 1))
+        per_episode = episode_returns_in_trial(buffer)
+        batch = self.process(buffer)
+        n = int(batch.masks.shape[0])
+        rng = np.random.default_rng(self._seed(it, 2))
+        stats = collections.defaultdict(list)
+        for _ in range(self.ppo_epochs):
+            order = rng.permutation(n)
+            for part in np.array_split(order, min(self.minibatches, n)):
+                idx = tf.constant(np.sort(part))
+                out = self._update_fn(TrialBatch(*(tf.gather(v, idx) for v in batch)))
+                for k, v in out.items():
+                    stats[k].append(float(v))
+        logs = {"return": float(per_episode.sum()), "first_episode_return": float(per_episode[0]),
+                "last_episode_return": float(per_episode[-1])}
+        logs.update({k: float(np.mean(v)) for k, v in stats.items()})
+        return logs
+
+    def fit(self, epochs=1, meta_batch_size=20, trials_per_task=1, steps_per_epoch=1, callbacks=None, verbose=1):
+        """Meta-trains for `epochs * steps_per_epoch` PPO iterations.
+
+        Tasks of iteration `i` come from `env.sample_tasks(meta_batch_size, seed_i)` with
+        `seed_i` derived from the run seed, so a run is reproducible.
+
+        Args:
+            epochs: Number of epochs.
+            meta_batch_size: Tasks per iteration.
+            trials_per_task: Trials sampled per task and iteration.
+            steps_per_epoch: Iterations per epoch.
+            callbacks: Keras callbacks (they see the policy as `self.model`).
+            verbose: 0 silent, 1 a progress bar per epoch.
+
+        Returns:
+            A `keras.callbacks.History` of per-epoch mean logs (`return`: mean trial return;
+            `first_episode_return` / `last_episode_return`: mean return of a trial's first
+            and last episode; PPO losses, `kl`, `clip_fraction`).
+        """
+        epochs = _positive_int(epochs, "epochs")
+        steps_per_epoch = _positive_int(steps_per_epoch, "steps_per_epoch")
+        meta_batch_size = _positive_int(meta_batch_size, "meta_batch_size")
+        callback_list = keras.callbacks.CallbackList(
+            callbacks, add_history=True, add_progbar=False, model=self.policy, epochs=epochs,
+            steps=steps_per_epoch, verbose=verbose)
+        self.policy.stop_training = False
+        callback_list.on_train_begin()
+        logs = {}
+        for epoch in range(epochs):
+            callback_list.on_epoch_begin(epoch)
+            bar = keras.utils.Progbar(steps_per_epoch, verbose=verbose) if verbose else None
+            epoch_logs = collections.defaultdict(list)
+            for step in range(steps_per_epoch):
+                callback_list.on_train_batch_begin(step)
+                tasks = self.env.sample_tasks(meta_batch_size, seed=self._seed(self._iteration, 0) % (2**63))
+                step_logs = self.train_step(tasks, trials_per_task)
+                for key, value in step_logs.items():
+                    epoch_logs[key].append(value)
+                callback_list.on_train_batch_end(step, step_logs)
+                if bar is not None:
+                    bar.update(step + 1, [(k, v) for k, v in step_logs.items()])
+            logs = {k: float(np.mean(v)) for k, v in epoch_logs.items()}
+            callback_list.on_epoch_end(epoch, logs)
+            if getattr(self.policy, "stop_training", False):
+                break
+        callback_list.on_train_end(logs)
+        return self.policy.history
+
+    # ----------------------------------------------------------------- evaluation
+    def meta_evaluate(self, tasks, episodes=None, trials_per_task=1, seed=0, deterministic=False,
+                      episodes_per_trial=None):
+        """Mean return of each episode of a trial on `tasks` (adaptation in the activations).
+
+        Args:
+            tasks: Held-out tasks.
+            episodes: Episode indices to report (default: every episode of the trial);
+                index `k` is the return after `k` adaptation episodes.
+            trials_per_task: Trials per task.
+            seed: Sampling seed.
+            deterministic: Greedy / mean actions.
+            episodes_per_trial: Trial length in episodes (default: the training value).
+
+        Returns:
+            A dict `{k: mean return of episode k}`.
+
+        Raises:
+            ValueError: If an index is outside the trial.
+        """
+        ept = self.episodes_per_trial if episodes_per_trial is None else episodes_per_trial
+        episodes = list(range(ept)) if episodes is None else [int(k) for k in episodes]
+        bad = [k for k in episodes if not 0 <= k < ept]
+        if bad:
+            raise ValueError(f"Expected episode indices in [0, {ept}). Received: episodes={episodes!r}")
+        buffer = self.collect(tasks, trials_per_task, seed=self._seed(seed, 4), deterministic=deterministic,
+                              episodes_per_trial=ept)
+        per_episode = episode_returns_in_trial(buffer)
+        return {k: float(per_episode[k]) for k in episodes}

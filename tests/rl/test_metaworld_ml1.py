@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from keras_meta.rl import RL2, MetaWorldML1, meta_evaluate_episodes, metaworld_available
+
+AVAILABLE, REASON = metaworld_available()
+needs_metaworld = pytest.mark.skipif(not AVAILABLE, reason=f"Meta-World unavailable: {REASON}")
+
+
+def test_missing_or_incompatible_metaworld_raises_a_clear_import_error():
+    if AVAILABLE:
+        pytest.skip("Meta-World is importable here")
+    with pytest.raises(ImportError, match="metaworld"):
+        MetaWorldML1("reach-v3")
+
+
+@needs_metaworld
+def test_ml1_reach_task_interface_and_protocol():
+    env = MetaWorldML1("reach-v3", horizon=20)
+    train = env.sample_tasks(3, seed=0)
+    assert train == env.sample_tasks(3, seed=0) and all(t["split"] == "train" for t in train)
+    env.set_task(train[0])
+    obs, _ = env.reset(seed=0)
+    assert obs.dtype == np.float32 and obs.shape == env.observation_space.shape == (39,)
+    for _ in range(20):
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    assert truncated and "success" in info
+    test_env = MetaWorldML1("reach-v3", split="test", horizon=20)
+    learner = RL2(None, test_env, episodes_per_trial=2, units=8, seed=0)
+    result = meta_evaluate_episodes(learner, test_env, test_env.sample_tasks(2, seed=1),
+                                    adaptation_episodes=(0, 1), eval_episodes=1)
+    assert set(result) == {0, 1}
+    for row in result.values():
+        assert 0.0 <= row["success_rate"] <= 1.0 and np.isfinite(row["return"])
+        assert len(row["return_per_task"]) == 2
+
+
+def test_protocol_rejects_unknown_learners():
+    from keras_meta.rl import BernoulliBandit
+
+    with pytest.raises(TypeError, match="Expected `learner` to be a keras_meta.rl.MAMLRL or keras_meta.rl.RL2. "
+                                        "Received: learner of type str"):
+        meta_evaluate_episodes("maml", BernoulliBandit(2), [])
