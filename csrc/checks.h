@@ -4,6 +4,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <cstdint>
 #include <sstream>
 #include <string>
@@ -29,9 +30,38 @@ inline int64_t positive(int64_t value, const char* name) {
   return value;
 }
 
+// Finite bounds only: an infinite bound makes every draw inf or NaN.
 inline void valid_range(double low, double high, const char* name) {
-  require(low <= high, std::string("Expected `") + name + "` to be a (low, high) pair with low <= high. Received: " +
-                           name + "=(" + repr_of(low) + ", " + repr_of(high) + ")");
+  require(std::isfinite(low) && std::isfinite(high) && low <= high,
+          std::string("Expected `") + name + "` to be a finite (low, high) pair with low <= high. Received: " +
+              name + "=(" + repr_of(low) + ", " + repr_of(high) + ")");
+}
+
+// An upper bound for sizes that index uint32 Philox counters or would overflow products.
+inline int64_t at_most(int64_t value, int64_t limit, const char* name, const char* limit_text) {
+  require(value <= limit, std::string("Expected `") + name + "` to be at most " + limit_text + ". Received: " + name +
+                              "=" + repr_of(value));
+  return value;
+}
+
+// A Python integer (not a bool) in [0, 2**bits), for seeds and Philox counters. pybind's own
+// unsigned casters reject -1 with a generic "incompatible function arguments" message.
+inline uint64_t unsigned_arg(const py::handle& obj, const char* name, int bits = 64) {
+  const std::string range = bits == 64 ? "[0, 2**64)" : "[0, 2**" + std::to_string(bits) + ")";
+  if (PyBool_Check(obj.ptr()) || !PyIndex_Check(obj.ptr())) {
+    throw py::type_error(std::string("Expected `") + name + "` to be an integer in " + range + ". Received: " + name +
+                         "=" + py::repr(obj).cast<std::string>());
+  }
+  auto value = py::reinterpret_steal<py::object>(PyNumber_Index(obj.ptr()));
+  if (!value) throw py::error_already_set();
+  const unsigned long long result = PyLong_AsUnsignedLongLong(value.ptr());
+  const bool failed = result == static_cast<unsigned long long>(-1) && PyErr_Occurred();
+  if (failed) PyErr_Clear();
+  if (failed || (bits < 64 && (result >> bits) != 0)) {
+    throw py::value_error(std::string("Expected `") + name + "` to be an integer in " + range + ". Received: " + name +
+                          "=" + py::repr(obj).cast<std::string>());
+  }
+  return static_cast<uint64_t>(result);
 }
 
 inline std::string dtype_name(const py::array& array) { return py::str(array.dtype()).cast<std::string>(); }

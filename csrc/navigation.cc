@@ -18,10 +18,23 @@ namespace keras_meta {
 
 namespace {
 
+// Keeps 2 * num_envs (the coordinate count) far from int64 overflow.
+constexpr int64_t kMaxEnvs = 0x7FFFFFFF;
+
+// NaN poisons a point until reset; infinite values are fine for actions (they are clipped).
+void require_no_nan(const float* data, int64_t count, const char* name, bool finite) {
+  for (int64_t i = 0; i < count; ++i) {
+    if (std::isnan(data[i]) || (finite && std::isinf(data[i]))) {
+      throw py::value_error(std::string("Expected `") + name + "` to be " + (finite ? "finite" : "free of NaN") +
+                            ". Received: " + name + ".flat[" + std::to_string(i) + "]=" + repr_of(data[i]));
+    }
+  }
+}
+
 class BatchedNavigation {
  public:
   BatchedNavigation(int64_t num_envs, int64_t horizon, double max_action, double goal_tolerance)
-      : n_(positive(num_envs, "num_envs")),
+      : n_(at_most(positive(num_envs, "num_envs"), kMaxEnvs, "num_envs", "2**31 - 1")),
         horizon_(positive(horizon, "horizon")),
         max_action_(static_cast<float>(max_action)),
         tol_(static_cast<float>(goal_tolerance)),
@@ -29,8 +42,9 @@ class BatchedNavigation {
         goal_(static_cast<size_t>(2 * n_), 0.0f),
         steps_(static_cast<size_t>(n_), 0),
         needs_reset_(static_cast<size_t>(n_), 0) {
-    require(max_action > 0, "Expected `max_action` to be positive. Received: max_action=" + repr_of(max_action));
-    require(goal_tolerance >= 0,
+    require(max_action > 0 && std::isfinite(max_action),
+            "Expected `max_action` to be a positive finite number. Received: max_action=" + repr_of(max_action));
+    require(goal_tolerance >= 0 && !std::isnan(goal_tolerance),
             "Expected `goal_tolerance` to be non-negative. Received: goal_tolerance=" + repr_of(goal_tolerance));
   }
 
@@ -40,6 +54,7 @@ class BatchedNavigation {
             "Expected `goals` to have shape (" + std::to_string(n_) + ", 2). Received: goals.shape=(" +
                 std::to_string(goals.ndim() > 0 ? goals.shape(0) : 0) + ", ...) with ndim=" +
                 std::to_string(goals.ndim()));
+    require_no_nan(goals.data(), 2 * n_, "goals", /*finite=*/true);
     std::memcpy(goal_.data(), goals.data(), sizeof(float) * 2 * n_);
   }
 
@@ -62,6 +77,7 @@ class BatchedNavigation {
             "Expected `actions` to have shape (" + std::to_string(n_) +
                 ", 2) and dtype float32. Received: actions with ndim=" + std::to_string(actions.ndim()) +
                 (actions.ndim() > 0 ? ", shape[0]=" + std::to_string(actions.shape(0)) : std::string()));
+    require_no_nan(actions.data(), 2 * n_, "actions", /*finite=*/false);
     py::array_t<float> obs({n_, int64_t{2}});
     py::array_t<float> rewards(n_);
     py::array_t<bool> terminated(n_), truncated(n_);

@@ -85,6 +85,9 @@ Batch generate(const Family& family, int64_t meta_batch_size, int64_t num_points
                Range x_range) {
   positive(meta_batch_size, "meta_batch_size");
   positive(num_points, "num_points");
+  // Tasks and points index uint32 Philox counters: larger values would repeat draws.
+  at_most(meta_batch_size, int64_t{1} << 32, "meta_batch_size", "2**32");
+  at_most(num_points, int64_t{1} << 32, "num_points", "2**32");
   valid_range(x_range.first, x_range.second, "x_range");
   const int num_params = family.num_params();
   py::array_t<float> params({meta_batch_size, static_cast<int64_t>(num_params)});
@@ -113,29 +116,29 @@ Batch generate(const Family& family, int64_t meta_batch_size, int64_t num_points
 
 void register_regression(py::module_& m) {
   m.def("sinusoid",
-        [](int64_t meta_batch_size, int64_t num_points, uint64_t seed, Range amplitude, Range phase, Range x_range) {
+        [](int64_t meta_batch_size, int64_t num_points, const py::object& seed, Range amplitude, Range phase, Range x_range) {
           valid_range(amplitude.first, amplitude.second, "amplitude");
           valid_range(phase.first, phase.second, "phase");
           return generate(Sinusoid{static_cast<float>(amplitude.first), static_cast<float>(amplitude.second),
                                    static_cast<float>(phase.first), static_cast<float>(phase.second)},
-                          meta_batch_size, num_points, seed, x_range);
+                          meta_batch_size, num_points, unsigned_arg(seed, "seed"), x_range);
         },
         py::arg("meta_batch_size"), py::arg("num_points"), py::arg("seed"), py::arg("amplitude") = Range{0.1, 5.0},
         py::arg("phase") = Range{0.0, M_PI}, py::arg("x_range") = Range{-5.0, 5.0},
         "Sinusoid tasks y = A sin(x - phase). Returns (params[B, 2] = (A, phase), x[B, N, 1], y[B, N, 1]).");
   m.def("linear",
-        [](int64_t meta_batch_size, int64_t num_points, uint64_t seed, Range slope, Range intercept, Range x_range) {
+        [](int64_t meta_batch_size, int64_t num_points, const py::object& seed, Range slope, Range intercept, Range x_range) {
           valid_range(slope.first, slope.second, "slope");
           valid_range(intercept.first, intercept.second, "intercept");
           return generate(Linear{static_cast<float>(slope.first), static_cast<float>(slope.second),
                                  static_cast<float>(intercept.first), static_cast<float>(intercept.second)},
-                          meta_batch_size, num_points, seed, x_range);
+                          meta_batch_size, num_points, unsigned_arg(seed, "seed"), x_range);
         },
         py::arg("meta_batch_size"), py::arg("num_points"), py::arg("seed"), py::arg("slope") = Range{-3.0, 3.0},
         py::arg("intercept") = Range{-3.0, 3.0}, py::arg("x_range") = Range{-5.0, 5.0},
         "Linear tasks y = slope x + intercept. Returns (params[B, 2] = (slope, intercept), x[B, N, 1], y[B, N, 1]).");
   m.def("polynomial",
-        [](int64_t meta_batch_size, int64_t num_points, uint64_t seed, int64_t degree, Range coefficients,
+        [](int64_t meta_batch_size, int64_t num_points, const py::object& seed, int64_t degree, Range coefficients,
            Range x_range) {
           require(degree >= 0 && degree <= kMaxDegree,
                   "Expected `degree` to be an integer in [0, " + std::to_string(kMaxDegree) +
@@ -143,19 +146,19 @@ void register_regression(py::module_& m) {
           valid_range(coefficients.first, coefficients.second, "coefficients");
           return generate(Polynomial{static_cast<int>(degree), static_cast<float>(coefficients.first),
                                      static_cast<float>(coefficients.second)},
-                          meta_batch_size, num_points, seed, x_range);
+                          meta_batch_size, num_points, unsigned_arg(seed, "seed"), x_range);
         },
         py::arg("meta_batch_size"), py::arg("num_points"), py::arg("seed"), py::arg("degree") = 3,
         py::arg("coefficients") = Range{-1.0, 1.0}, py::arg("x_range") = Range{-2.0, 2.0},
         "Polynomial tasks y = sum_i c_i x^i, every c_i ~ U[coefficients]. Returns (params[B, degree + 1] =\n"
         "(c_0, ..., c_degree), x[B, N, 1], y[B, N, 1]).");
   m.def("step_function",
-        [](int64_t meta_batch_size, int64_t num_points, uint64_t seed, Range location, Range levels, Range x_range) {
+        [](int64_t meta_batch_size, int64_t num_points, const py::object& seed, Range location, Range levels, Range x_range) {
           valid_range(location.first, location.second, "location");
           valid_range(levels.first, levels.second, "levels");
           return generate(StepFunction{static_cast<float>(location.first), static_cast<float>(location.second),
                                        static_cast<float>(levels.first), static_cast<float>(levels.second)},
-                          meta_batch_size, num_points, seed, x_range);
+                          meta_batch_size, num_points, unsigned_arg(seed, "seed"), x_range);
         },
         py::arg("meta_batch_size"), py::arg("num_points"), py::arg("seed"), py::arg("location") = Range{-2.5, 2.5},
         py::arg("levels") = Range{-1.0, 1.0}, py::arg("x_range") = Range{-5.0, 5.0},

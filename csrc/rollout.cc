@@ -2,6 +2,7 @@
 // row. Storage is NumPy-owned so extraction hands out read-only views, never copies.
 // Returns and GAE are computed row by row in double precision; the NumPy twin in
 // keras_meta/_twin/rollout.py follows the same recursion.
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -58,6 +59,16 @@ class RolloutBuffer {
         A_(discrete ? 1 : positive(action_dim, "action_dim")),
         discrete_(discrete),
         per_trial_(positive(episodes_per_trial, "episodes_per_trial")) {
+    // Every array holds at most T * E * H * max(O, A) elements; refuse sizes whose product
+    // overflows int64 before any index arithmetic could (NumPy's own message names no argument).
+    int64_t total = 0;
+    const bool overflow = __builtin_mul_overflow(T_, E_, &total) || __builtin_mul_overflow(total, H_, &total) ||
+                          __builtin_mul_overflow(total, std::max(O_, A_), &total) ||
+                          __builtin_mul_overflow(total, int64_t{8}, &total);
+    require(!overflow, "Expected num_tasks * num_envs * horizon * max(obs_dim, action_dim) to be a feasible "
+                       "element count. Received: num_tasks=" + std::to_string(T_) + ", num_envs=" +
+                           std::to_string(E_) + ", horizon=" + std::to_string(H_) + ", obs_dim=" +
+                           std::to_string(O_) + ", action_dim=" + std::to_string(A_));
     obs_ = zeros<float>({T_, E_, H_, O_});
     next_obs_ = zeros<float>({T_, E_, H_, O_});
     if (discrete_) {

@@ -245,8 +245,9 @@ class EpisodeSampler {
   }
 
   // Returns (support_x, support_y, query_x, query_y) of `meta_batch_size` episodes.
-  py::tuple sample(int64_t meta_batch_size, uint64_t seed, const py::object& num_threads) {
+  py::tuple sample(int64_t meta_batch_size, const py::object& seed_obj, const py::object& num_threads) {
     const int threads = threads_for_call(meta_batch_size, num_threads);
+    const uint64_t seed = unsigned_arg(seed_obj, "seed");
     const int64_t b = meta_batch_size, ns = ways_ * shots_, nq = ways_ * queries_;
     auto support_x = aligned_array<float>({b, ns, h_, w_, c_});
     auto support_y = aligned_array<int32_t>({b, ns});
@@ -262,8 +263,9 @@ class EpisodeSampler {
   }
 
   // The example indices, rotations and labels `sample` would gather, without the images.
-  py::tuple episode_indices(int64_t meta_batch_size, uint64_t seed) {
+  py::tuple episode_indices(int64_t meta_batch_size, const py::object& seed_obj) {
     threads_for_call(meta_batch_size, py::none());
+    const uint64_t seed = unsigned_arg(seed_obj, "seed");
     const int64_t b = meta_batch_size, ns = ways_ * shots_, nq = ways_ * queries_;
     py::array_t<int64_t> support_index(std::vector<int64_t>{b, ns}), query_index(std::vector<int64_t>{b, nq});
     py::array_t<int32_t> support_rotation(std::vector<int64_t>{b, ns}), query_rotation(std::vector<int64_t>{b, nq});

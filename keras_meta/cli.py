@@ -2,6 +2,10 @@
 
     keras-meta train sinusoid [--iterations N] [--shots K] [--output DIR]
     keras-meta train glyphs [--iterations N] [--ways N] [--output DIR]
+    keras-meta evaluate RUN_DIR [--seeds N] [--output DIR] [--no-compute]
+
+`train` writes `run.json` (the task family and its configuration) next to the saved
+learner, so `evaluate` can rebuild the matching meta-train and meta-test task families.
 """
 
 import argparse
@@ -55,6 +59,7 @@ def train_sinusoid(args):
              validation_tasks=km.tasks.Sinusoid(shots=args.shots, queries=100, split="val"))
     seconds = time.perf_counter() - start
     maml.save(out / "maml_sinusoid.keras")
+    _write_manifest(out, "sinusoid", "maml_sinusoid.keras", args)
     baseline = km.MAML(baselines.pretrained(_sinusoid_model(), tasks, args.iterations,
                                             seed=args.seed), inner_lr=0.01)
     baseline.compile()
@@ -117,11 +122,74 @@ def train_glyphs(args):
     maml.fit(train, meta_batch_size=args.meta_batch_size, epochs=5,
              steps_per_epoch=max(1, args.iterations // 5), seed=args.seed)
     maml.save(out / "maml_glyphs.keras")
+    _write_manifest(out, "glyphs", "maml_glyphs.keras", args)
     result = maml.evaluate(test, steps=[0, 1, 3], meta_batch_size=16, num_batches=10, seed=1)
     (out / "results.json").write_text(json.dumps({str(k): v for k, v in result.items()}, indent=1))
     print("\nHeld-out (evaluation-font) query accuracy after k steps:")
     for s, row in result.items():
         print(f"  k={s}: accuracy {row['accuracy']:.3f}, loss {row['loss']:.3f}")
+
+
+MANIFEST = "run.json"
+
+
+def _write_manifest(out, family, learner_file, args):
+    config = {k: getattr(args, k) for k in ("iterations", "shots", "ways", "meta_batch_size", "eval_lr", "seed")}
+    (pathlib.Path(out) / MANIFEST).write_text(json.dumps(
+        {"family": family, "learner_file": learner_file, "config": config}, indent=1))
+
+
+def _read_manifest(run_dir):
+    manifest = run_dir / MANIFEST
+    if manifest.exists():
+        return json.loads(manifest.read_text())
+    # Runs saved before run.json existed: infer the family from maml_<family>.keras.
+    for family in ("sinusoid", "glyphs"):
+        if (run_dir / f"maml_{family}.keras").exists():
+            return {"family": family, "learner_file": f"maml_{family}.keras", "config": {}}
+    raise FileNotFoundError(
+        f"Expected {run_dir / MANIFEST} (written by `keras-meta train`) or a maml_<family>.keras file. "
+        f"Received: run_dir={str(run_dir)!r} containing {sorted(p.name for p in run_dir.iterdir())}")
+
+
+def _families(family, config):
+    """(test tasks, train tasks, task_factory, shots, budgets, evaluate kwargs) of a run."""
+    import keras_meta as km
+
+    if family == "sinusoid":
+        shots = int(config.get("shots", 10))
+        make = lambda k, split: km.tasks.Sinusoid(shots=k, queries=100, split=split)
+        return (make(shots, "test"), make(shots, "train"), lambda k: make(k, "test"),
+                sorted({1, max(1, shots // 2), shots}), [0, 1, 5, 10],
+                dict(inner_lr=config.get("eval_lr", 0.01), meta_batch_size=25, num_batches=4))
+    if family == "glyphs":
+        data = km.datasets.glyphs()
+        ways = int(config.get("ways", 5))
+        make = lambda k, split: km.tasks.FewShotClassification(
+            data.images, data.labels, ways=ways, shots=k, queries=5, split=data.split(split))
+        return (make(1, "evaluation"), make(1, "background"), lambda k: make(k, "evaluation"), [1, 3, 5],
+                [0, 1, 3], dict(meta_batch_size=16, num_batches=4))
+    raise ValueError(f"Expected the run's family to be 'sinusoid' or 'glyphs'. Received: family={family!r}")
+
+
+def evaluate_run(args):
+    import keras
+
+    import keras_meta as km
+
+    run_dir = pathlib.Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"Expected RUN_DIR to be a folder. Received: run_dir={str(run_dir)!r}")
+    manifest = _read_manifest(run_dir)
+    learner = keras.saving.load_model(run_dir / manifest["learner_file"])
+    test, train, factory, shots, budgets, kwargs = _families(manifest["family"], manifest.get("config", {}))
+    out = pathlib.Path(args.output) if args.output else run_dir / "evaluation"
+    print(f"Evaluating {run_dir / manifest['learner_file']} on {manifest['family']} "
+          f"({args.seeds} seeds) -> {out}")
+    report = km.evaluation.evaluate(learner, test, train_tasks=train, budgets=budgets, shots=shots,
+                                    task_factory=factory, seeds=list(range(args.seeds)),
+                                    compute=not args.no_compute, report_dir=out, **kwargs)
+    print(report.to_markdown())
 
 
 def main(argv=None):
@@ -136,7 +204,18 @@ def main(argv=None):
     train.add_argument("--eval-lr", type=float, default=0.01)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--output", default=None)
+    evaluate = commands.add_parser("evaluate", help="evaluate a saved run (learning speed, sample efficiency, "
+                                                    "generalization, compute) into RUN_DIR/evaluation")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--seeds", type=int, default=3)
+    evaluate.add_argument("--output", default=None)
+    evaluate.add_argument("--no-compute", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "evaluate":
+        if args.seeds < 1:
+            parser.error(f"Expected --seeds to be positive. Received: {args.seeds}")
+        evaluate_run(args)
+        return 0
     if args.iterations is not None and args.iterations <= 0:
         parser.error(f"Expected --iterations to be positive. Received: {args.iterations}")
     if args.family == "sinusoid":

@@ -43,8 +43,8 @@ def _import_metaworld():
         wanted = pin.split("==", 1)[1].split(";")[0].strip()
         if mujoco.__version__ != wanted:
             raise ImportError(
-                f"Expected mujoco=={wanted} for metaworld {metaworld.__version__ if hasattr(metaworld, '__version__') else ''}"
-                f" (its pin; other versions fail to build the Sawyer models). Received: mujoco=={mujoco.__version__}. "
+                f"Expected mujoco=={wanted} for metaworld {importlib.metadata.version('metaworld')} (its pin; "
+                f"other versions fail to build the Sawyer models). Received: mujoco=={mujoco.__version__}. "
                 f"{_INSTALL_HINT}")
     return metaworld
 
