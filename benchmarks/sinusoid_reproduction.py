@@ -64,12 +64,14 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--inner-steps", type=int, default=1,
                         help="inner steps during meta-training (the paper: 1)")
+    parser.add_argument("--clipnorm", type=float, default=None,
+                        help="clip the meta-gradient norm (Adam's clipnorm)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
 
     keras.utils.set_random_seed(args.seed)
     maml = km.MAML(mlp(), inner_lr=0.01, inner_steps=args.inner_steps)
-    maml.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=50)
+    maml.compile(optimizer=keras.optimizers.Adam(1e-3, clipnorm=args.clipnorm), steps_per_execution=50)
     start = time.perf_counter()
     maml.fit(km.tasks.Sinusoid(shots=args.shots, queries=args.shots), meta_batch_size=25,
              epochs=max(1, args.iterations // 1000), steps_per_epoch=min(1000, args.iterations),
@@ -84,7 +86,8 @@ def main():
         chosen = lr_per_step(learner, args.shots)
         rows[name] = {"grid": grid, "chosen_lr": chosen,
                       "mse": {s: grid[chosen[s]][s] for s in EVAL_STEPS}}
-    print(f"\nsinusoid K={args.shots}, {args.inner_steps} inner step(s) in training: "
+    print(f"\nsinusoid K={args.shots}, {args.inner_steps} inner step(s) in training, "
+          f"meta-gradient clipnorm {args.clipnorm}: "
           f"{int(maml.task_step.numpy())} meta-iterations, "
           f"meta-batch 25, train {train_seconds:.0f} s; test MSE on 24x25 tasks, 100 queries")
     header = "".join(f"{f'{s} steps':>10}" for s in EVAL_STEPS)
@@ -96,7 +99,7 @@ def main():
               + "   lr per step: " + str(row["chosen_lr"]))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"shots": args.shots, "inner_steps": args.inner_steps, "iterations": int(maml.task_step.numpy()),
+            json.dump({"shots": args.shots, "inner_steps": args.inner_steps, "clipnorm": args.clipnorm, "iterations": int(maml.task_step.numpy()),
                        "train_seconds": train_seconds, "rows": rows}, f, indent=1)
 
 
