@@ -416,7 +416,8 @@ class EpisodeSampler {
                             "). Received: ways=" + std::to_string(ways_));
     }
     const auto fewest = std::min_element(class_count_.begin(), class_count_.end()) - class_count_.begin();
-    if (shots_ + queries_ > class_count_[fewest]) {
+    // Compared without forming shots + queries, which overflows int64 for huge values.
+    if (shots_ > class_count_[fewest] || queries_ > class_count_[fewest] - shots_) {
       const int64_t* split = static_cast<const int64_t*>(split_.data());
       throw py::value_error("Expected `shots + queries` to be at most the number of examples of every class in the "
                             "split; class " + std::to_string(split[fewest]) + " has " +

@@ -12,7 +12,7 @@ maml.fit(km.tasks.Sinusoid(shots=10, queries=10), meta_batch_size=25, steps_per_
 ```
 """
 
-from keras_meta import baselines, datasets, evaluation, inner, rl, tasks
+from keras_meta import baselines, datasets, evaluation, inner, models, rl, tasks
 from keras_meta.algorithms import ANIL, FOMAML, MAML, MetaLearner, MetaSGD, Reptile
 from keras_meta.tasks import TaskBatch, TaskDistribution
 
@@ -32,6 +32,7 @@ __all__ = [
     "datasets",
     "evaluation",
     "inner",
+    "models",
     "rl",
     "tasks",
 ]

@@ -2,6 +2,7 @@
 
     keras-meta train sinusoid [--iterations N] [--shots K] [--output DIR]
     keras-meta train glyphs [--iterations N] [--ways N] [--output DIR]
+    keras-meta train navigation [--iterations N] [--output DIR]
     keras-meta evaluate RUN_DIR [--seeds N] [--output DIR] [--no-compute]
 
 `train` writes `run.json` (the task family and its configuration) next to the saved
@@ -15,25 +16,6 @@ import sys
 import time
 
 
-def _sinusoid_model():
-    import keras
-
-    return keras.Sequential([keras.Input((1,)), keras.layers.Dense(40, activation="relu"),
-                             keras.layers.Dense(40, activation="relu"), keras.layers.Dense(1)])
-
-
-def _conv_model(ways, image_shape, filters=32):
-    import keras
-
-    layers = [keras.Input(image_shape)]
-    for _ in range(4):
-        layers += [keras.layers.Conv2D(filters, 3, padding="same"),
-                   keras.layers.BatchNormalization(), keras.layers.ReLU(),
-                   keras.layers.MaxPooling2D(2, padding="same")]
-    layers += [keras.layers.Flatten(), keras.layers.Dense(ways)]
-    return keras.Sequential(layers)
-
-
 def train_sinusoid(args):
     import keras
     import matplotlib
@@ -43,13 +25,13 @@ def train_sinusoid(args):
     import numpy as np
 
     import keras_meta as km
-    from keras_meta import baselines
+    from keras_meta import baselines, models
 
     out = pathlib.Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     tasks = km.tasks.Sinusoid(shots=args.shots, queries=args.shots)
-    maml = km.MAML(_sinusoid_model(), inner_lr=0.01, inner_steps=1)
+    maml = km.MAML(models.sinusoid_mlp(), inner_lr=0.01, inner_steps=1)
     maml.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=50)
     epochs = 10
     print(f"Meta-training MAML on sinusoids ({args.shots}-shot), {args.iterations} meta-steps")
@@ -60,7 +42,7 @@ def train_sinusoid(args):
     seconds = time.perf_counter() - start
     maml.save(out / "maml_sinusoid.keras")
     _write_manifest(out, "sinusoid", "maml_sinusoid.keras", args)
-    baseline = km.MAML(baselines.pretrained(_sinusoid_model(), tasks, args.iterations,
+    baseline = km.MAML(baselines.pretrained(models.sinusoid_mlp(), tasks, args.iterations,
                                             seed=args.seed), inner_lr=0.01)
     baseline.compile()
 
@@ -106,6 +88,7 @@ def train_glyphs(args):
     import keras
 
     import keras_meta as km
+    from keras_meta import models
 
     out = pathlib.Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,7 +99,7 @@ def train_glyphs(args):
                                            split=data.split("background"), **kwargs)
     test = km.tasks.FewShotClassification(data.images, data.labels,
                                           split=data.split("evaluation"), **kwargs)
-    maml = km.MAML(_conv_model(args.ways, data.image_shape), inner_lr=0.4, inner_steps=1)
+    maml = km.MAML(models.conv4(args.ways, data.image_shape, filters=32), inner_lr=0.4, inner_steps=1)
     maml.compile(optimizer=keras.optimizers.Adam(1e-3))
     print(f"Meta-training MAML on glyphs, {args.ways}-way 1-shot, {args.iterations} meta-steps")
     maml.fit(train, meta_batch_size=args.meta_batch_size, epochs=5,
@@ -196,7 +179,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="keras-meta", description="keras_meta demos")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="meta-train on a built-in task family")
-    train.add_argument("family", choices=["sinusoid", "glyphs"])
+    train.add_argument("family", choices=["sinusoid", "glyphs", "navigation"])
     train.add_argument("--iterations", type=int, default=None)
     train.add_argument("--shots", type=int, default=10)
     train.add_argument("--ways", type=int, default=5)
@@ -216,16 +199,24 @@ def main(argv=None):
             parser.error(f"Expected --seeds to be positive. Received: {args.seeds}")
         evaluate_run(args)
         return 0
-    if args.iterations is not None and args.iterations <= 0:
-        parser.error(f"Expected --iterations to be positive. Received: {args.iterations}")
+    # Checked before any import or output directory, so a typo costs nothing.
+    for flag in ("iterations", "shots", "ways", "meta_batch_size", "eval_lr"):
+        value = getattr(args, flag)
+        if value is not None and not value > 0:
+            name = "--" + flag.replace("_", "-")
+            parser.error(f"Expected {name} to be positive. Received: {name}={value}")
     if args.family == "sinusoid":
         args.iterations = args.iterations or 10000
         args.output = args.output or "runs/sinusoid"
         train_sinusoid(args)
-    else:
+    elif args.family == "glyphs":
         args.iterations = args.iterations or 500
         args.output = args.output or "runs/glyphs"
         train_glyphs(args)
+    else:
+        from keras_meta.rl.navigation_demo import train_navigation
+
+        train_navigation(args.iterations or 100, args.output or "runs/navigation", seed=args.seed)
     return 0
 
 

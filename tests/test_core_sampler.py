@@ -55,7 +55,7 @@ def test_sample_rejects():
         sampler.sample(2, 1, num_threads="2")
     with pytest.raises(ValueError, match="num_threads=-2"):
         sampler.sample(2, 1, num_threads=-2)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match=r"Expected `seed` to be an integer in \[0, 2\*\*64\). Received: seed=-1"):
         sampler.sample(2, -1)  # seeds are uint64
 
 

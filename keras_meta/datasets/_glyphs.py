@@ -455,11 +455,14 @@ def _check_int(value, name, minimum):
 def _check_fonts(fonts):
     if fonts is None:
         return FONT_ORDER
-    if isinstance(fonts, str):
+    try:
+        if isinstance(fonts, str):
+            raise TypeError
+        fonts = list(fonts)
+    except TypeError:
         raise TypeError(
             f"Expected `fonts` to be a sequence of font names. Received: fonts={fonts!r}"
-        )
-    fonts = list(fonts)
+        ) from None
     unknown = sorted(set(fonts) - set(FONT_ORDER), key=str)
     if unknown or not fonts:
         raise ValueError(

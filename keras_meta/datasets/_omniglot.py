@@ -54,7 +54,7 @@ def omniglot(path, image_size=28, *, invert=True):
             an alphabet folder, an alphabet without character folders, a
             character folder without images or with subfolders), or an image
             file cannot be decoded.
-        TypeError: If `image_size` is not an integer.
+        TypeError: If `path` is not a path or `image_size` is not an integer.
 
     Example:
 
@@ -70,6 +70,10 @@ def omniglot(path, image_size=28, *, invert=True):
     if image_size <= 0:
         raise ValueError(
             f"Expected `image_size` to be a positive integer. Received: image_size={image_size!r}"
+        )
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"Expected `path` to be a str or os.PathLike directory. Received: path={path!r}"
         )
     root = os.fspath(path)
     if not os.path.isdir(root):

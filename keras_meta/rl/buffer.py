@@ -22,6 +22,28 @@ def _autoreset_mode(mode):
             ) from None
 
 
+def _positive_int(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"Expected `{name}` to be a positive integer. Received: {name}={value!r}")
+    if value <= 0:
+        raise ValueError(f"Expected `{name}` to be a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
+def _shape(value, name):
+    try:
+        dims = tuple(value)
+    except TypeError:
+        dims = None
+    if dims is None or isinstance(value, str) or not all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)) for d in dims
+    ):
+        raise TypeError(f"Expected `{name}` to be a tuple of integers. Received: {name}={value!r}")
+    if any(d <= 0 for d in dims):
+        raise ValueError(f"Expected `{name}` to have positive dimensions. Received: {name}={value!r}")
+    return tuple(int(d) for d in dims)
+
+
 class RolloutBuffer:
     """Per-task, per-env trajectories in preallocated C++ storage.
 
@@ -56,6 +78,7 @@ class RolloutBuffer:
         max_episodes_per_env: Stop recording a row after this many episodes (None: until full).
 
     Raises:
+        TypeError: For a non-integer size or a shape that is not a tuple of integers.
         ValueError: For an unsupported autoreset mode or non-positive sizes.
 
     Example:
@@ -76,9 +99,15 @@ class RolloutBuffer:
                 "autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP (or SAME_STEP), or call "
                 "keras_meta._core.RolloutBuffer.add with an explicit `valid` mask."
             )
+        num_tasks = _positive_int(num_tasks, "num_tasks")
+        num_envs = _positive_int(num_envs, "num_envs")
+        horizon = _positive_int(horizon, "horizon")
+        episodes_per_trial = _positive_int(episodes_per_trial, "episodes_per_trial")
+        if max_episodes_per_env is not None:
+            max_episodes_per_env = _positive_int(max_episodes_per_env, "max_episodes_per_env")
         self.autoreset_mode = mode
-        self.observation_shape = tuple(int(d) for d in observation_shape)
-        self.action_shape = () if discrete else tuple(int(d) for d in action_shape)
+        self.observation_shape = _shape(observation_shape, "observation_shape")
+        self.action_shape = () if discrete else _shape(action_shape, "action_shape")
         self.discrete = bool(discrete)
         obs_dim = int(np.prod(self.observation_shape, dtype=np.int64))
         act_dim = 1 if discrete else int(np.prod(self.action_shape, dtype=np.int64))

@@ -337,6 +337,7 @@ class RL2:
 
     Example:
 
+    >>> from keras_meta.rl import BernoulliBandit
     >>> learner = RL2(None, BernoulliBandit(2), episodes_per_trial=10, units=16)
     >>> history = learner.fit(epochs=1, steps_per_epoch=5, meta_batch_size=32)  # doctest: +SKIP
     >>> learner.meta_evaluate(BernoulliBandit(2).sample_tasks(100, seed=1))  # doctest: +SKIP

@@ -1,0 +1,632 @@
+"""Every public entry point, fed bad input, raises a clear Python error naming the argument.
+
+One table per surface: (id, call, expected exception, message pattern). Each call gets a
+freshly built context; after the bad call the context must be indistinguishable from an
+identical context that never saw it (same samples, same buffer contents and returns, same
+navigation steps, same learner weights), so a failed call changes no state.
+
+The native (`keras_meta._core`) cases also run in a subprocess (`run_native_cases`), so a
+segfault or abort fails `test_native_cases_in_a_subprocess` instead of killing pytest.
+
+Decided behaviour for inputs that are not errors:
+- Read-only arrays are accepted wherever the entry point only reads them (EpisodeSampler,
+  FewShotClassification, from_arrays, RolloutBuffer.add/gae, BatchedNavigation, adapt);
+  `RolloutBuffer.data()` hands out read-only views, and writing to them raises.
+- NaN in rollout data (observations, rewards, values) is stored and propagates through
+  returns/GAE of its own row only; NaN actions/goals of BatchedNavigation and NaN or
+  infinite ranges of the regression families are rejected.
+- Wrong Python types for integer arguments of `_core` functions (e.g. a str for
+  `meta_batch_size`) raise pybind11's TypeError, which lists the signature and the values
+  received; seeds and Philox counters are converted by `_core` itself and name the argument.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import keras_meta as km
+from keras_meta import _core
+from keras_meta.rl import RolloutBuffer
+
+# --- shared builders ---------------------------------------------------------------------
+
+IMAGES = np.arange(12 * 4 * 4, dtype=np.uint8).reshape(12, 4, 4, 1)
+LABELS = np.repeat(np.arange(4, dtype=np.int64), 3)
+SPLIT = np.arange(4, dtype=np.int64)
+F32 = np.float32
+
+
+def _read_only(array):
+    array = np.array(array)
+    array.setflags(write=False)
+    return array
+
+
+def _core_step(t=1, e=2, o=3, a=2, fill=0.0):
+    return dict(observations=np.full((t, e, o), fill, F32), actions=np.full((t, e, a), fill, F32),
+                rewards=np.full((t, e), fill, F32), terminated=np.zeros((t, e), bool),
+                truncated=np.zeros((t, e), bool), next_observations=np.full((t, e, o), fill, F32))
+
+
+def _wrapper_step(fill=0.0):
+    return dict(observations=np.full((1, 2, 3), fill), actions=np.full((1, 2, 2), fill, F32),
+                rewards=np.full((1, 2), fill), terminated=np.zeros((1, 2), bool),
+                truncated=np.zeros((1, 2), bool), next_observations=np.full((1, 2, 3), fill))
+
+
+def native_context():
+    """Fresh objects with some history, built only from `_core` and NumPy-level wrappers."""
+    sampler = _core.EpisodeSampler(IMAGES, LABELS, SPLIT, ways=2, shots=1, queries=1, num_threads=2)
+    buffer = _core.RolloutBuffer(1, 2, 4, 3, 2)
+    buffer.add(**_core_step(fill=0.5))
+    wrapped = RolloutBuffer(1, 2, 4, (3,), (2,))
+    wrapped.add(**_wrapper_step(fill=0.25))
+    nav = _core.BatchedNavigation(2, horizon=5)
+    nav.set_goals(np.array([[0.2, 0.1], [-0.3, 0.4]], F32))
+    nav.reset()
+    nav.step(np.full((2, 2), 0.05, F32))
+    tasks = km.tasks.FewShotClassification(IMAGES, LABELS, ways=2, shots=1, queries=1)
+    return dict(sampler=sampler, buffer=buffer, wrapped=wrapped, nav=nav, tasks=tasks)
+
+
+def observe(ctx):
+    """Everything the context's objects produce now and after one more identical step."""
+    out = []
+    out += list(ctx["sampler"].sample(3, 11)) + list(ctx["sampler"].episode_indices(3, 11))
+    out += list(ctx["tasks"].sample(2, 5))
+    for buf in (ctx["buffer"], ctx["wrapped"]):
+        values = np.linspace(0, 1, 8, dtype=F32).reshape(1, 2, 4)
+        out += [np.array(v) for v in buf.data().values()] + [np.array(len(buf))]
+        out += list(buf.gae(values, values)) + [buf.discounted_returns(0.9)]
+    ctx["buffer"].add(**_core_step(fill=1.0))
+    ctx["wrapped"].add(**_wrapper_step(fill=1.0))
+    out += [np.array(v) for v in ctx["buffer"].data().values()]
+    out += [np.array(v) for v in ctx["wrapped"].data().values()]
+    out.append(ctx["nav"].goals())
+    out += list(ctx["nav"].step(np.full((2, 2), 0.07, F32)))
+    return out
+
+
+# --- native and NumPy-level cases (no TensorFlow graph work) --------------------------------
+
+_PYBIND_TYPE = r"incompatible (function|constructor) arguments"
+NaN, Inf = float("nan"), float("inf")
+
+
+def _sampler_kwargs(**overrides):
+    kwargs = dict(images=IMAGES, labels=LABELS, split=SPLIT, ways=2, shots=1, queries=1)
+    kwargs.update(overrides)
+    return kwargs
+
+
+NATIVE_CASES = [
+    # random
+    ("philox-negative-seed", lambda c: _core.philox_uniform(-1, 0, 0, 4), ValueError, r"Received: seed=-1"),
+    ("philox-seed-2**64", lambda c: _core.philox_uniform(2**64, 0, 0, 4), ValueError, r"seed=18446744073709551616"),
+    ("philox-float-seed", lambda c: _core.philox_uniform(1.5, 0, 0, 4), TypeError, r"Received: seed=1.5"),
+    ("philox-bool-seed", lambda c: _core.philox_uniform(True, 0, 0, 4), TypeError, r"Received: seed=True"),
+    ("philox-item-2**32", lambda c: _core.philox_uniform(0, 2**32, 0, 4), ValueError, r"item=4294967296"),
+    ("philox-stream-negative", lambda c: _core.philox_uniform(0, 0, -1, 4), ValueError, r"stream=-1"),
+    ("philox-count-zero", lambda c: _core.philox_uniform(0, 0, 0, 0), ValueError, r"Received: count=0"),
+    ("philox-count-2**33", lambda c: _core.philox_uniform(0, 0, 0, 2**33), ValueError, r"count=8589934592"),
+    ("philox-count-str", lambda c: _core.philox_uniform(0, 0, 0, "4"), TypeError, _PYBIND_TYPE),
+    ("derive-negative-step", lambda c: _core.derive_seed(0, -3), ValueError, r"Received: step=-3"),
+    ("derive-str-seed", lambda c: _core.derive_seed("0", 1), TypeError, r"Received: seed='0'"),
+    # regression families
+    *[(f"{fn}-{bad}", (lambda fn, args: lambda c: getattr(_core, fn)(*args))(fn, args), error, match)
+      for fn in ("sinusoid", "linear", "polynomial", "step_function")
+      for bad, args, error, match in [
+          ("zero-tasks", (0, 5, 0), ValueError, r"Received: meta_batch_size=0"),
+          ("negative-points", (2, -5, 0), ValueError, r"Received: num_points=-5"),
+          ("tasks-above-2**32", (2**32 + 1, 1, 0), ValueError, r"meta_batch_size=4294967297"),
+          ("negative-seed", (2, 5, -1), ValueError, r"Received: seed=-1"),
+          ("float-seed", (2, 5, 0.5), TypeError, r"Received: seed=0.5"),
+          ("str-size", ("2", 5, 0), TypeError, _PYBIND_TYPE),
+      ]],
+    ("sinusoid-reversed-amplitude", lambda c: _core.sinusoid(2, 5, 0, amplitude=(5.0, 1.0)), ValueError,
+     r"amplitude.*Received: amplitude=\(5, 1\)"),
+    ("sinusoid-nan-phase", lambda c: _core.sinusoid(2, 5, 0, phase=(NaN, 1.0)), ValueError, r"Received: phase=\(nan"),
+    ("sinusoid-infinite-x", lambda c: _core.sinusoid(2, 5, 0, x_range=(-Inf, 1.0)), ValueError,
+     r"finite.*Received: x_range=\(-inf"),
+    ("sinusoid-short-range", lambda c: _core.sinusoid(2, 5, 0, amplitude=(1.0,)), TypeError, _PYBIND_TYPE),
+    ("linear-infinite-slope", lambda c: _core.linear(2, 5, 0, slope=(0.0, Inf)), ValueError, r"Received: slope="),
+    ("linear-nan-intercept", lambda c: _core.linear(2, 5, 0, intercept=(0.0, NaN)), ValueError, r"intercept="),
+    ("polynomial-degree-65", lambda c: _core.polynomial(2, 5, 0, degree=65), ValueError, r"Received: degree=65"),
+    ("polynomial-degree-negative", lambda c: _core.polynomial(2, 5, 0, degree=-1), ValueError, r"degree=-1"),
+    ("polynomial-nan-coefficients", lambda c: _core.polynomial(2, 5, 0, coefficients=(NaN, NaN)), ValueError,
+     r"coefficients="),
+    ("step-reversed-levels", lambda c: _core.step_function(2, 5, 0, levels=(1.0, -1.0)), ValueError, r"levels="),
+    ("step-infinite-location", lambda c: _core.step_function(2, 5, 0, location=(Inf, Inf)), ValueError,
+     r"location="),
+    # EpisodeSampler constructor
+    ("sampler-images-list", lambda c: _core.EpisodeSampler(**_sampler_kwargs(images=IMAGES.tolist())), TypeError,
+     r"Expected `images` to be a NumPy array"),
+    ("sampler-images-float", lambda c: _core.EpisodeSampler(**_sampler_kwargs(images=IMAGES.astype(F32))),
+     TypeError, r"images.dtype=float32"),
+    ("sampler-images-rank3", lambda c: _core.EpisodeSampler(**_sampler_kwargs(images=IMAGES[..., 0])), ValueError,
+     r"images.shape=\(12, 4, 4\)"),
+    ("sampler-images-strided", lambda c: _core.EpisodeSampler(**_sampler_kwargs(
+        images=np.repeat(IMAGES, 2, axis=2)[:, :, ::2])), ValueError, r"`images` to be C-contiguous"),
+    ("sampler-images-empty-pixels", lambda c: _core.EpisodeSampler(**_sampler_kwargs(
+        images=np.zeros((12, 0, 4, 1), np.uint8))), ValueError, r"non-empty images"),
+    ("sampler-labels-int32", lambda c: _core.EpisodeSampler(**_sampler_kwargs(labels=LABELS.astype(np.int32))),
+     TypeError, r"labels.dtype=int32"),
+    ("sampler-labels-short", lambda c: _core.EpisodeSampler(**_sampler_kwargs(labels=LABELS[:5])), ValueError,
+     r"labels.shape=\(5,\)"),
+    ("sampler-labels-negative", lambda c: _core.EpisodeSampler(**_sampler_kwargs(labels=LABELS - 1)), ValueError,
+     r"labels\[0\]=-1"),
+    ("sampler-split-empty", lambda c: _core.EpisodeSampler(**_sampler_kwargs(split=np.zeros(0, np.int64))),
+     ValueError, r"split.shape=\(0,\)"),
+    ("sampler-split-repeats", lambda c: _core.EpisodeSampler(**_sampler_kwargs(split=np.array([1, 1], np.int64))),
+     ValueError, r"split repeats class 1"),
+    ("sampler-split-unknown", lambda c: _core.EpisodeSampler(**_sampler_kwargs(split=np.array([0, 9], np.int64))),
+     ValueError, r"split\[1\]=9"),
+    ("sampler-ways-zero", lambda c: _core.EpisodeSampler(**_sampler_kwargs(ways=0)), ValueError, r"ways=0"),
+    ("sampler-ways-too-many", lambda c: _core.EpisodeSampler(**_sampler_kwargs(ways=5)), ValueError, r"ways=5"),
+    ("sampler-shots-too-many", lambda c: _core.EpisodeSampler(**_sampler_kwargs(shots=3)), ValueError,
+     r"shots=3, queries=1"),
+    # Found by the UBSan fuzz run: shots + queries overflowed int64 before the size check.
+    ("sampler-shots-int64-max", lambda c: _core.EpisodeSampler(**_sampler_kwargs(shots=2**63 - 1)), ValueError,
+     r"shots=9223372036854775807, queries=1"),
+    ("sampler-threads-65", lambda c: _core.EpisodeSampler(**_sampler_kwargs(num_threads=65)), ValueError,
+     r"num_threads=65"),
+    ("sampler-rotations-non-square", lambda c: _core.EpisodeSampler(**_sampler_kwargs(
+        images=np.zeros((12, 4, 3, 1), np.uint8), rotations=True)), ValueError, r"square images"),
+    # EpisodeSampler methods
+    ("sample-zero-batch", lambda c: c["sampler"].sample(0, 1), ValueError, r"meta_batch_size=0"),
+    ("sample-batch-2**31", lambda c: c["sampler"].sample(2**31, 1), ValueError, r"meta_batch_size=2147483648"),
+    ("sample-negative-seed", lambda c: c["sampler"].sample(2, -1), ValueError, r"Received: seed=-1"),
+    ("sample-str-seed", lambda c: c["sampler"].sample(2, "1"), TypeError, r"Received: seed='1'"),
+    ("sample-threads-str", lambda c: c["sampler"].sample(2, 1, num_threads="2"), TypeError, r"num_threads='2'"),
+    ("sample-threads-negative", lambda c: c["sampler"].sample(2, 1, num_threads=-1), ValueError,
+     r"num_threads=-1"),
+    ("episode-indices-negative-batch", lambda c: c["sampler"].episode_indices(-2, 0), ValueError,
+     r"meta_batch_size=-2"),
+    ("episode-indices-seed-2**64", lambda c: c["sampler"].episode_indices(2, 2**64), ValueError, r"seed="),
+    # FewShotClassification (the wrapper of EpisodeSampler)
+    ("fsc-images-float", lambda c: km.tasks.FewShotClassification(IMAGES.astype(F32), LABELS), TypeError,
+     r"images.dtype=float32"),
+    ("fsc-images-strided", lambda c: km.tasks.FewShotClassification(np.repeat(IMAGES, 2, axis=1)[:, ::2], LABELS),
+     ValueError, r"`images` to be C-contiguous"),
+    ("fsc-images-empty", lambda c: km.tasks.FewShotClassification(np.zeros((0, 4, 4), np.uint8), np.zeros(0, int),
+                                                                  ways=2), ValueError, r"split"),
+    ("fsc-labels-float", lambda c: km.tasks.FewShotClassification(IMAGES, LABELS.astype(F32)), TypeError,
+     r"labels.dtype=float32"),
+    ("fsc-labels-nan", lambda c: km.tasks.FewShotClassification(IMAGES, np.full(12, NaN)), TypeError,
+     r"labels.dtype=float64"),
+    ("fsc-ways-float", lambda c: km.tasks.FewShotClassification(IMAGES, LABELS, ways=2.0), TypeError, r"ways=2.0"),
+    ("fsc-classes-too-few", lambda c: km.tasks.FewShotClassification(IMAGES, LABELS, classes=3), ValueError,
+     r"`labels` to lie in \[0, classes\)"),
+    ("fsc-rotations-int", lambda c: km.tasks.FewShotClassification(IMAGES, LABELS, rotations=1), TypeError,
+     r"rotations=1"),
+    ("fsc-sample-zero", lambda c: c["tasks"].sample(0, 0), ValueError, r"meta_batch_size=0"),
+    ("fsc-sample-seed-float", lambda c: c["tasks"].sample(2, 1.0), TypeError, r"seed=1.0"),
+    ("fsc-as-dataset-zero", lambda c: c["tasks"].as_dataset(0), ValueError, r"meta_batch_size=0"),
+    ("fsc-as-dataset-seed", lambda c: c["tasks"].as_dataset(2, seed=-1), ValueError, r"seed=-1"),
+    # core RolloutBuffer
+    ("core-buffer-zero-tasks", lambda c: _core.RolloutBuffer(0, 1, 4, 3), ValueError, r"num_tasks=0"),
+    ("core-buffer-negative-horizon", lambda c: _core.RolloutBuffer(1, 1, -4, 3), ValueError, r"horizon=-4"),
+    ("core-buffer-zero-obs", lambda c: _core.RolloutBuffer(1, 1, 4, 0), ValueError, r"obs_dim=0"),
+    ("core-buffer-zero-action", lambda c: _core.RolloutBuffer(1, 1, 4, 3, 0), ValueError, r"action_dim=0"),
+    ("core-buffer-zero-trial", lambda c: _core.RolloutBuffer(1, 1, 4, 3, episodes_per_trial=0), ValueError,
+     r"episodes_per_trial=0"),
+    ("core-buffer-overflowing-size", lambda c: _core.RolloutBuffer(2**40, 2**40, 2, 3), ValueError,
+     r"num_tasks \* num_envs.*num_tasks=1099511627776"),
+    ("core-buffer-float-horizon", lambda c: _core.RolloutBuffer(1, 1, 4.5, 3), TypeError, _PYBIND_TYPE),
+    ("core-add-list", lambda c: c["buffer"].add(**{**_core_step(), "observations": [[[0.0] * 3] * 2]}), TypeError,
+     r"`observations` to be a NumPy array"),
+    ("core-add-float64", lambda c: c["buffer"].add(**{**_core_step(), "rewards": np.zeros((1, 2))}), TypeError,
+     r"rewards.dtype=float64"),
+    ("core-add-shape", lambda c: c["buffer"].add(**{**_core_step(), "actions": np.zeros((1, 2, 3), F32)}),
+     ValueError, r"actions.shape=\(1, 2, 3\)"),
+    ("core-add-empty", lambda c: c["buffer"].add(**_core_step(t=0)), ValueError, r"observations.shape=\(0, 2, 3\)"),
+    ("core-add-strided", lambda c: c["buffer"].add(**{**_core_step(), "next_observations": np.zeros((1, 2, 6), F32)
+                                                       [..., ::2]}), ValueError, r"`next_observations` to be C-contig"),
+    ("core-add-int-terminated", lambda c: c["buffer"].add(**{**_core_step(), "terminated": np.zeros((1, 2), int)}),
+     TypeError, r"terminated.dtype=int64"),
+    ("core-add-valid-shape", lambda c: c["buffer"].add(**_core_step(), valid=np.ones(3, bool)), ValueError,
+     r"valid.shape=\(3,\)"),
+    ("core-add-task-out-of-range", lambda c: c["buffer"].add(**_core_step(), task=1), ValueError, r"task=1"),
+    ("core-gae-float64", lambda c: c["buffer"].gae(np.zeros((1, 2, 4)), np.zeros((1, 2, 4), F32)), TypeError,
+     r"values.dtype=float64"),
+    ("core-gae-shape", lambda c: c["buffer"].gae(np.zeros((1, 2, 4), F32), np.zeros((2, 4), F32)), ValueError,
+     r"next_values.shape=\(2, 4\)"),
+    ("core-gae-gamma-nan", lambda c: c["buffer"].gae(np.zeros((1, 2, 4), F32), np.zeros((1, 2, 4), F32), NaN),
+     ValueError, r"gamma=nan"),
+    ("core-gae-lam-above-1", lambda c: c["buffer"].gae(np.zeros((1, 2, 4), F32), np.zeros((1, 2, 4), F32), 0.9,
+                                                        1.5), ValueError, r"lam=1.5"),
+    ("core-returns-gamma-negative", lambda c: c["buffer"].discounted_returns(-0.1), ValueError, r"gamma=-0.1"),
+    ("core-returns-next-values-list", lambda c: c["buffer"].discounted_returns(0.9, [0.0]), TypeError,
+     r"`next_values` to be a NumPy array"),
+    # RolloutBuffer wrapper
+    ("buffer-horizon-float", lambda c: RolloutBuffer(1, 1, 4.5, (3,)), TypeError, r"horizon=4.5"),
+    ("buffer-zero-envs", lambda c: RolloutBuffer(1, 0, 4, (3,)), ValueError, r"num_envs=0"),
+    ("buffer-observation-shape-str", lambda c: RolloutBuffer(1, 1, 4, "ab"), TypeError, r"observation_shape='ab'"),
+    ("buffer-observation-shape-zero", lambda c: RolloutBuffer(1, 1, 4, (3, 0)), ValueError,
+     r"observation_shape=\(3, 0\)"),
+    ("buffer-action-shape-float", lambda c: RolloutBuffer(1, 1, 4, (3,), (1.5,)), TypeError, r"action_shape="),
+    ("buffer-max-episodes-negative", lambda c: RolloutBuffer(1, 1, 4, (3,), max_episodes_per_env=-1), ValueError,
+     r"max_episodes_per_env=-1"),
+    ("buffer-autoreset-unknown", lambda c: RolloutBuffer(1, 1, 4, (3,), autoreset_mode="bogus"), ValueError,
+     r"autoreset_mode='bogus'"),
+    ("buffer-add-object", lambda c: c["wrapped"].add(**{**_wrapper_step(), "observations": np.zeros((1, 2, 3),
+                                                                                                     object)}),
+     TypeError, r"observations.dtype=object"),
+    ("buffer-add-float-terminated", lambda c: c["wrapped"].add(**{**_wrapper_step(), "terminated": np.zeros((1, 2))}),
+     TypeError, r"`terminated` to have a bool dtype"),
+    ("buffer-add-empty", lambda c: c["wrapped"].add(**{**_wrapper_step(), "rewards": np.zeros(0)}), ValueError,
+     r"rewards.shape=\(0,\)"),
+    ("buffer-add-int-continuous-actions", lambda c: c["wrapped"].add(**{**_wrapper_step(),
+                                                                       "actions": np.zeros((1, 2, 2), int)}),
+     TypeError, r"`actions` to have a floating dtype"),
+    ("buffer-gae-list", lambda c: c["wrapped"].gae([0.0], np.zeros((1, 2, 4), F32)), TypeError,
+     r"`values` to be a NumPy array"),
+    ("buffer-data-is-read-only", lambda c: c["wrapped"].data()["rewards"].__setitem__(0, 1.0), ValueError,
+     r"read-only"),
+    # BatchedNavigation
+    ("nav-zero-envs", lambda c: _core.BatchedNavigation(0), ValueError, r"num_envs=0"),
+    ("nav-envs-2**62", lambda c: _core.BatchedNavigation(2**62), ValueError, r"num_envs=4611686018427387904"),
+    ("nav-zero-horizon", lambda c: _core.BatchedNavigation(2, horizon=0), ValueError, r"horizon=0"),
+    ("nav-max-action-nan", lambda c: _core.BatchedNavigation(2, max_action=NaN), ValueError, r"max_action=nan"),
+    ("nav-max-action-inf", lambda c: _core.BatchedNavigation(2, max_action=Inf), ValueError, r"max_action=inf"),
+    ("nav-tolerance-negative", lambda c: _core.BatchedNavigation(2, goal_tolerance=-1.0), ValueError,
+     r"goal_tolerance=-1"),
+    ("nav-goals-list", lambda c: c["nav"].set_goals([[0.0, 0.0]] * 2), TypeError, r"`goals` to be a NumPy array"),
+    ("nav-goals-float64", lambda c: c["nav"].set_goals(np.zeros((2, 2))), TypeError, r"goals.dtype=float64"),
+    ("nav-goals-shape", lambda c: c["nav"].set_goals(np.zeros((3, 2), F32)), ValueError, r"goals.shape=\(3"),
+    ("nav-goals-scalar", lambda c: c["nav"].set_goals(np.array(1.0, F32)), ValueError, r"goals.shape=.*ndim=0"),
+    ("nav-goals-nan", lambda c: c["nav"].set_goals(np.array([[0, 0], [NaN, 0]], F32)), ValueError,
+     r"`goals` to be finite. Received: goals.flat\[2\]=nan"),
+    ("nav-goals-inf", lambda c: c["nav"].set_goals(np.array([[0, Inf], [0, 0]], F32)), ValueError,
+     r"goals.flat\[1\]=inf"),
+    ("nav-goals-strided", lambda c: c["nav"].set_goals(np.zeros((2, 4), F32)[:, ::2]), ValueError,
+     r"`goals` to be C-contiguous"),
+    ("nav-step-float64", lambda c: c["nav"].step(np.zeros((2, 2))), TypeError, r"actions.dtype=float64"),
+    ("nav-step-shape", lambda c: c["nav"].step(np.zeros((2, 3), F32)), ValueError, r"actions` to have shape \(2, 2\)"),
+    ("nav-step-empty", lambda c: c["nav"].step(np.zeros((0, 2), F32)), ValueError, r"shape\[0\]=0"),
+    ("nav-step-nan", lambda c: c["nav"].step(np.array([[0, 0], [0, NaN]], F32)), ValueError,
+     r"`actions` to be free of NaN. Received: actions.flat\[3\]=nan"),
+]
+
+
+def _check_case(call, error, match):
+    """Runs one native case outside pytest: the bad call must raise and change nothing."""
+    import re
+
+    ctx, twin = native_context(), native_context()
+    try:
+        call(ctx)
+    except error as exc:
+        if not re.search(match, str(exc)):
+            raise AssertionError(f"message {str(exc)!r} does not match {match!r}") from exc
+    else:
+        raise AssertionError(f"no {error.__name__} raised")
+    for got, want in zip(observe(ctx), observe(twin), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("call, error, match", [c[1:] for c in NATIVE_CASES], ids=[c[0] for c in NATIVE_CASES])
+def test_native_bad_input(call, error, match):
+    ctx, twin = native_context(), native_context()
+    with pytest.raises(error, match=match):
+        call(ctx)
+    for got, want in zip(observe(ctx), observe(twin), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_case_ids_are_unique():
+    ids = [c[0] for c in NATIVE_CASES]
+    assert len(ids) == len(set(ids))
+
+
+def run_native_cases():
+    """Entry point of the subprocess run; returns the number of cases checked."""
+    for case_id, call, error, match in NATIVE_CASES:
+        try:
+            _check_case(call, error, match)
+        except AssertionError as exc:
+            raise AssertionError(f"{case_id}: {exc}") from exc
+    return len(NATIVE_CASES)
+
+
+def test_native_cases_in_a_subprocess():
+    """A crash (segfault, abort) in native code fails this test instead of killing pytest."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {here!r})
+        import test_bad_input_catalogue as catalogue
+        print("checked", catalogue.run_native_cases())
+    """)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert f"checked {len(NATIVE_CASES)}" in result.stdout
+
+
+# --- accepted inputs with a documented behaviour --------------------------------------------
+
+
+def test_read_only_inputs_are_accepted_where_only_read():
+    images, labels, split = _read_only(IMAGES), _read_only(LABELS), _read_only(SPLIT)
+    sampler = _core.EpisodeSampler(images, labels, split, ways=2, shots=1, queries=1)
+    reference = native_context()["sampler"]
+    for got, want in zip(sampler.sample(3, 4), reference.sample(3, 4)):
+        np.testing.assert_array_equal(got, want)
+    tasks = km.tasks.FewShotClassification(images, labels, ways=2, shots=1, queries=1)
+    for got, want in zip(tasks.sample(2, 1), native_context()["tasks"].sample(2, 1)):
+        np.testing.assert_array_equal(got, want)
+    dataset = km.datasets.from_arrays(images, labels)
+    np.testing.assert_array_equal(dataset.images, IMAGES)
+
+    buffer, reference = _core.RolloutBuffer(1, 2, 4, 3, 2), _core.RolloutBuffer(1, 2, 4, 3, 2)
+    step = _core_step(fill=0.5)
+    buffer.add(**{k: _read_only(v) for k, v in step.items()}, valid=_read_only(np.ones((1, 2), bool)))
+    reference.add(**step)
+    values = _read_only(np.ones((1, 2, 4), F32))
+    for got, want in zip(buffer.gae(values, values), reference.gae(np.ones((1, 2, 4), F32), np.ones((1, 2, 4), F32))):
+        np.testing.assert_array_equal(got, want)
+    assert all(not v.flags.writeable for v in buffer.data().values())
+
+    nav = _core.BatchedNavigation(2)
+    nav.set_goals(_read_only(np.ones((2, 2), F32)))
+    nav.reset()
+    obs, *_ = nav.step(_read_only(np.full((2, 2), 0.1, F32)))
+    np.testing.assert_allclose(obs, 0.1)
+
+
+def test_adding_to_a_full_row_changes_nothing():
+    buffer = _core.RolloutBuffer(1, 2, 2, 3, 2)
+    buffer.add(**_core_step(fill=1.0))
+    buffer.add(**_core_step(fill=2.0), valid=np.array([[True, False]]))
+    before = {k: np.array(v) for k, v in buffer.data().items()}
+    with pytest.raises(ValueError, match=r"horizon=2 steps.*row \(task=0, env=0\) which is full"):
+        buffer.add(**_core_step(fill=3.0))  # env 1 has room, env 0 does not: nothing is written
+    for key, value in buffer.data().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+    buffer.add(**_core_step(fill=3.0), valid=np.array([[False, True]]))
+    assert buffer.data()["lengths"].tolist() == [[2, 2]]
+
+
+def test_nan_rollout_data_stays_in_its_row():
+    buffer = _core.RolloutBuffer(1, 2, 3, 1, 1)
+    for _ in range(3):
+        step = _core_step(o=1, a=1, fill=1.0)
+        step["rewards"][0, 1] = NaN
+        buffer.add(**step)
+    returns = buffer.discounted_returns(0.9)
+    assert np.isfinite(returns[0, 0]).all() and np.isnan(returns[0, 1]).all()
+    values = np.ones((1, 2, 3), F32)
+    values[0, 0, 1] = NaN
+    advantages, _ = buffer.gae(values, np.ones((1, 2, 3), F32))
+    assert np.isnan(advantages[0, 0, :2]).all() and np.isfinite(advantages[0, 0, 2])
+
+
+def test_infinite_actions_are_clipped():
+    nav = _core.BatchedNavigation(1, max_action=0.1)
+    nav.reset()
+    obs, *_ = nav.step(np.array([[Inf, -Inf]], F32))
+    np.testing.assert_allclose(obs, [[0.1, -0.1]])
+
+
+# --- task families and datasets ----------------------------------------------------------------
+
+FAMILIES = [km.tasks.Sinusoid, km.tasks.Linear, km.tasks.Polynomial, km.tasks.StepFunction]
+FAMILY_RANGES = {km.tasks.Sinusoid: "amplitude", km.tasks.Linear: "slope", km.tasks.Polynomial: "coefficients",
+                 km.tasks.StepFunction: "levels"}
+
+PYTHON_CASES = [
+    *[(f"{family.__name__}-{bad}", (lambda family, kwargs: lambda: family(**kwargs))(family, kwargs), error, match)
+      for family in FAMILIES
+      for bad, kwargs, error, match in [
+          ("shots-zero", dict(shots=0), ValueError, r"Received: shots=0"),
+          ("queries-float", dict(queries=2.5), TypeError, r"Received: queries=2.5"),
+          ("shots-bool", dict(shots=True), TypeError, r"Received: shots=True"),
+          ("split-unknown", dict(split="eval"), ValueError, r"Received: split='eval'"),
+          ("x-range-nan", dict(x_range=(NaN, 1.0)), ValueError, r"Received: x_range=\(nan"),
+          ("x-range-str", dict(x_range="ab"), TypeError, r"Received: x_range='ab'"),
+          ("range-reversed", {FAMILY_RANGES[family]: (2.0, 1.0)}, ValueError, FAMILY_RANGES[family]),
+          ("range-infinite", {FAMILY_RANGES[family]: (0.0, Inf)}, ValueError, FAMILY_RANGES[family]),
+          ("range-empty", {FAMILY_RANGES[family]: ()}, TypeError, FAMILY_RANGES[family] + "=()"),
+      ]],
+    *[(f"{family.__name__}-sample-{bad}", (lambda family, args: lambda: family().sample(*args))(family, args), error,
+       match)
+      for family in FAMILIES
+      for bad, args, error, match in [
+          ("zero", (0, 1), ValueError, r"meta_batch_size=0"),
+          ("float-batch", (2.0, 1), TypeError, r"meta_batch_size=2.0"),
+          ("negative-seed", (2, -1), ValueError, r"seed=-1"),
+          ("seed-2**64", (2, 2**64), ValueError, r"seed="),
+          ("array-seed", (2, np.array([1, 2])), TypeError, r"seed="),
+      ]],
+    ("Polynomial-degree-float", lambda: km.tasks.Polynomial(degree=1.0), TypeError, r"degree=1.0"),
+    ("Polynomial-degree-65", lambda: km.tasks.Polynomial(degree=65), ValueError, r"degree=65"),
+    ("step-seed-negative", lambda: km.tasks.step_seed(0, -1), ValueError, r"step=-1"),
+    # datasets
+    ("from-arrays-nan", lambda: km.datasets.from_arrays(np.full((4, 2, 2), NaN), np.arange(4)), ValueError,
+     r"`images` to be finite"),
+    ("from-arrays-empty", lambda: km.datasets.from_arrays(np.zeros((0, 2, 2), np.uint8), np.zeros(0, int)),
+     ValueError, r"`images` to be non-empty"),
+    ("from-arrays-float-above-1", lambda: km.datasets.from_arrays(np.full((4, 2, 2), 2.0), np.arange(4)),
+     ValueError, r"images"),
+    ("from-arrays-int-256", lambda: km.datasets.from_arrays(np.full((4, 2, 2), 256), np.arange(4)), ValueError,
+     r"`images` to be in \[0, 255\]"),
+    ("from-arrays-object", lambda: km.datasets.from_arrays(np.array([[["a"]]], object), np.arange(1)), TypeError,
+     r"images.dtype=object"),
+    ("from-arrays-labels-float", lambda: km.datasets.from_arrays(np.zeros((4, 2, 2), np.uint8), np.arange(4.0)),
+     TypeError, r"labels.dtype=float64"),
+    ("from-arrays-labels-short", lambda: km.datasets.from_arrays(np.zeros((4, 2, 2), np.uint8), np.arange(3)),
+     ValueError, r"labels.shape=\(3,\)"),
+    ("from-arrays-labels-missing", lambda: km.datasets.from_arrays(np.zeros((4, 2, 2), np.uint8)), ValueError,
+     r"labels=None"),
+    ("from-arrays-missing-npz", lambda: km.datasets.from_arrays("/nonexistent/file.npz"), FileNotFoundError,
+     r"images='/nonexistent/file.npz'"),
+    ("from-arrays-class-names-str", lambda: km.datasets.from_arrays(np.zeros((2, 2, 2), np.uint8), np.arange(2),
+                                                                    class_names="ab"), (TypeError, ValueError),
+     r"class_names"),
+    ("omniglot-missing", lambda: km.datasets.omniglot("/nonexistent/omniglot"), FileNotFoundError,
+     r"path='/nonexistent/omniglot'"),
+    ("omniglot-path-int", lambda: km.datasets.omniglot(3), TypeError, r"Received: path=3"),
+    ("omniglot-size-zero", lambda: km.datasets.omniglot("/tmp", image_size=0), ValueError, r"image_size=0"),
+    ("omniglot-size-float", lambda: km.datasets.omniglot("/tmp", image_size=2.5), TypeError, r"image_size=2.5"),
+    ("glyphs-drawings-zero", lambda: km.datasets.glyphs(drawings=0), ValueError, r"drawings=0"),
+    ("glyphs-size-float", lambda: km.datasets.glyphs(image_size=2.5), TypeError, r"image_size=2.5"),
+    ("glyphs-seed-negative", lambda: km.datasets.glyphs(seed=-1), ValueError, r"seed=-1"),
+    ("glyphs-fonts-unknown", lambda: km.datasets.glyphs(fonts=["nofont"]), ValueError, r"fonts=\['nofont'\]"),
+    ("glyphs-fonts-str", lambda: km.datasets.glyphs(fonts=3), TypeError, r"fonts=3"),
+    ("glyphs-rotations-45", lambda: km.datasets.glyphs(rotations=(45,)), ValueError, r"rotations=\(45,\)"),
+]
+
+
+@pytest.mark.parametrize("call, error, match", [c[1:] for c in PYTHON_CASES], ids=[c[0] for c in PYTHON_CASES])
+def test_python_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+# --- learners ----------------------------------------------------------------------------------
+
+
+def _mlp():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((1,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)])
+
+
+LEARNER_CLASSES = {"MAML": km.MAML, "FOMAML": km.FOMAML, "MetaSGD": km.MetaSGD, "ANIL": km.ANIL,
+                   "Reptile": km.Reptile}
+X = np.zeros((5, 1), F32)
+
+
+def _pool(x=X, tasks=2):
+    return km.tasks.TaskBatch(*(np.broadcast_to(x, (tasks,) + x.shape).copy(),) * 4)
+
+
+def _xfail(reason):
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+LEARNER_CASES = [
+    ("fit-zero-batch", lambda m: m.fit(km.tasks.Sinusoid(), meta_batch_size=0, steps_per_epoch=1, verbose=0),
+     ValueError, r"meta_batch_size=0", ()),
+    ("fit-negative-seed", lambda m: m.fit(km.tasks.Sinusoid(), meta_batch_size=2, steps_per_epoch=1, seed=-1,
+                                          verbose=0), ValueError, r"seed=-1", ()),
+    ("fit-str-tasks", lambda m: m.fit("tasks", verbose=0), TypeError, r"tasks of type str", ()),
+    ("fit-wrong-input-shape", lambda m: m.fit(_pool(np.zeros((5, 3), F32)), meta_batch_size=2, verbose=0),
+     ValueError, r"model input shape \(1,\)", ()),
+    ("fit-empty-pool", lambda m: m.fit(_pool(tasks=0), meta_batch_size=1, verbose=0), ValueError,
+     r"non-empty meta-batch", ()),
+    ("fit-no-steps-per-epoch", lambda m: m.fit(km.tasks.Sinusoid(), verbose=0), ValueError, r"steps_per_epoch", ()),
+    ("fit-negative-epochs", lambda m: m.fit(km.tasks.Sinusoid(), meta_batch_size=2, epochs=-1, steps_per_epoch=1,
+                                            verbose=0), ValueError, r"epochs=-1",
+     (_xfail("MetaLearner.fit accepts epochs=-1 and silently trains nothing (algorithms/base.py: check "
+             "epochs with check_steps(epochs, 'epochs'))"),)),
+    ("evaluate-negative-step", lambda m: m.evaluate(km.tasks.Sinusoid(), steps=[1, -1]), ValueError, r"steps=-1",
+     ()),
+    ("evaluate-zero-batches", lambda m: m.evaluate(km.tasks.Sinusoid(), steps=[0], num_batches=0), ValueError,
+     r"num_batches=0", ()),
+    ("evaluate-str-steps", lambda m: m.evaluate(km.tasks.Sinusoid(), steps="5"), TypeError, r"steps='5'",
+     (_xfail("evaluate(steps='5') raises TypeError \"'>' not supported between 'str' and 'int'\" that does not "
+             "name `steps` (algorithms/base.py: validate `steps` is an int or a sequence of ints)"),)),
+    ("adapt-mismatched", lambda m: m.adapt(X, np.zeros((4, 1), F32)), ValueError, r"same number of examples", ()),
+    ("adapt-empty", lambda m: m.adapt(X[:0], X[:0]), ValueError, r"support_x.shape=\(0, 1\)", ()),
+    ("adapt-wrong-features", lambda m: m.adapt(np.zeros((5, 3), F32), X), ValueError, r"support_x", ()),
+    ("adapt-negative-steps", lambda m: m.adapt(X, X, steps=-1), ValueError, r"steps=-1", ()),
+    ("adapt-zero-lr", lambda m: m.adapt(X, X, inner_lr=0), ValueError, r"inner_lr=0", ()),
+    ("adapt-nan-lr", lambda m: m.adapt(X, X, inner_lr=NaN), ValueError, r"inner_lr=nan", ()),
+    ("compile-bad-optimizer", lambda m: m.compile(optimizer=3), ValueError, r"optimizer", ()),
+    ("compile-vectorize-str", lambda m: m.compile(vectorize="yes"), ValueError, r"vectorize='yes'", ()),
+    ("compile-zero-steps-per-execution", lambda m: m.compile(steps_per_execution=0), ValueError,
+     r"steps_per_execution=0",
+     (_xfail("compile(steps_per_execution=0) is accepted silently (algorithms/base.py: check it is a positive "
+             "integer)"),)),
+]
+
+
+@pytest.fixture(scope="module")
+def learner():
+    maml = km.MAML(_mlp(), inner_lr=0.01)
+    maml.compile(loss="mse")
+    return maml
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [pytest.param(*c[1:4], marks=c[4], id=c[0]) for c in LEARNER_CASES])
+def test_learner_bad_input_keeps_weights(learner, call, error, match):
+    before = [v.numpy() for v in learner.weights]
+    step = int(learner.task_step.numpy())
+    with pytest.raises(error, match=match):
+        call(learner)
+    for a, b in zip((v.numpy() for v in learner.weights), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(learner.task_step.numpy()) == step
+
+
+@pytest.mark.parametrize("name", LEARNER_CLASSES)
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(inner_lr=-1.0), ValueError, r"inner_lr=-1.0"),
+    (dict(inner_lr=NaN), ValueError, r"inner_lr=nan"),
+    (dict(inner_lr="0.1"), TypeError, r"inner_lr='0.1'"),
+    (dict(inner_steps=0), ValueError, r"inner_steps=0"),
+    (dict(inner_steps=1.5), TypeError, r"inner_steps=1.5"),
+    (dict(model=lambda x: x), TypeError, r"Expected `model` to be a Keras 3"),
+])
+def test_learner_constructor_bad_input(name, kwargs, error, match):
+    kwargs = dict(kwargs)
+    model = kwargs.pop("model", None) or _mlp()
+    with pytest.raises(error, match=match):
+        LEARNER_CLASSES[name](model, **kwargs)
+
+
+def test_adapt_with_nan_support_leaves_meta_weights_finite(learner):
+    """NaN support data is not rejected (documented: divergence shows as NaN), but the
+    meta-weights are never touched by adapt."""
+    before = [v.numpy() for v in learner.weights]
+    adapted = learner.adapt(np.full((5, 1), NaN, F32), X)
+    assert not np.isfinite(adapted.predict(X, verbose=0)).all()
+    for a, b in zip((v.numpy() for v in learner.weights), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+CLI_CASES = [
+    ("no-command", [], r"required: command"),
+    ("no-family", ["train"], r"required: family"),
+    ("unknown-family", ["train", "mnist"], r"invalid choice: 'mnist'"),
+    ("iterations-zero", ["train", "sinusoid", "--iterations", "0"], r"--iterations=0"),
+    ("iterations-str", ["train", "sinusoid", "--iterations", "ten"], r"--iterations: invalid int value: 'ten'"),
+    ("shots-zero", ["train", "sinusoid", "--shots", "0"], r"--shots=0"),
+    ("ways-negative", ["train", "glyphs", "--ways", "-5"], r"--ways=-5"),
+    ("meta-batch-zero", ["train", "glyphs", "--meta-batch-size", "0"], r"--meta-batch-size=0"),
+    ("eval-lr-nan", ["train", "sinusoid", "--eval-lr", "nan"], r"--eval-lr=nan"),
+    ("seed-float", ["train", "sinusoid", "--seed", "1.5"], r"--seed: invalid int value: '1.5'"),
+    ("unknown-flag", ["train", "sinusoid", "--bogus"], r"unrecognized arguments: --bogus"),
+]
+
+
+@pytest.mark.parametrize("argv, match", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_cli_bad_argv(argv, match, capsys, tmp_path, monkeypatch):
+    import re
+
+    from keras_meta import cli
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv + (["--output", str(tmp_path / "out")] if argv[:1] == ["train"] and len(argv) > 1 else []))
+    assert exit_info.value.code == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+def test_cli_bad_argv_as_a_command():
+    result = subprocess.run([sys.executable, "-m", "keras_meta.cli", "train", "sinusoid", "--shots", "0"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Expected --shots to be positive. Received: --shots=0" in result.stderr
