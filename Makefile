@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.keras_meta_installed
 EXTRAS ?= dev,tf-agents,mujoco
 
-.PHONY: install build demo test bench clean
+.PHONY: install build demo test sanitize clean
 
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -n 2 tests
+
+# The C++-facing tests and a bounded fuzz run against an ASan+UBSan build of _core.
+sanitize: install
+	fuzz/sanitize.sh
 
 clean:
 	rm -rf build $(VENV)

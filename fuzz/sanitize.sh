@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+export PATH="$(cd "$(dirname "$PY")" && pwd):$PATH"  # the venv's cmake and ninja when installed
 BUILD=build/asan
 OVERLAY=$BUILD/overlay
 

@@ -315,6 +315,7 @@ class MetaLearner(keras.Model):
             vectorize: Vectorise over the tasks of a meta-batch with `tf.vectorized_map`
                 instead of looping. `"auto"` chooses per model and device.
         """
+        check_positive_int(steps_per_execution, "steps_per_execution")
         _check_choice(jit_compile, "jit_compile")
         _check_choice(vectorize, "vectorize")
         if jit_compile is True and vectorize is True:
@@ -811,6 +812,7 @@ class MetaLearner(keras.Model):
         """
         self._assert_compile_called("fit")
         meta_batch_size = check_positive_int(meta_batch_size, "meta_batch_size")
+        check_positive_int(epochs, "epochs")
         seed = check_seed(seed)
         if steps_per_epoch is not None:
             check_positive_int(steps_per_epoch, "steps_per_epoch")
@@ -883,6 +885,11 @@ class MetaLearner(keras.Model):
             A dict keyed by step count, or what `keras.Model.evaluate` returns.
         """
         if not isinstance(steps, (list, tuple)):
+            if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)):
+                raise TypeError(
+                    "Expected `steps` to be a list of inner-step counts (e.g. [0, 1, 5]) or "
+                    f"Keras's int number of batches. Received: steps={steps!r}"
+                )
             if isinstance(x, TaskDistribution):
                 example = as_task_batch(x.sample(1, 0), "x.sample(...)")
                 check_task_shapes(example, "x")
