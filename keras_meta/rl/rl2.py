@@ -17,6 +17,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
 from keras_meta import _core, functional
+from keras_meta.rl._loop import keras_style_loop
 from keras_meta.rl.buffer import RolloutBuffer
 from keras_meta.rl.envs import BatchedNavigation2D, Navigation2D, _find_attr, check_task_env
 from keras_meta.rl.policies import gaussian_entropy, gaussian_log_prob
@@ -607,31 +608,11 @@ class RL2:
         epochs = _positive_int(epochs, "epochs")
         steps_per_epoch = _positive_int(steps_per_epoch, "steps_per_epoch")
         meta_batch_size = _positive_int(meta_batch_size, "meta_batch_size")
-        callback_list = keras.callbacks.CallbackList(
-            callbacks, add_history=True, add_progbar=False, model=self.policy, epochs=epochs,
-            steps=steps_per_epoch, verbose=verbose)
-        self.policy.stop_training = False
-        callback_list.on_train_begin()
-        logs = {}
-        for epoch in range(epochs):
-            callback_list.on_epoch_begin(epoch)
-            bar = keras.utils.Progbar(steps_per_epoch, verbose=verbose) if verbose else None
-            epoch_logs = collections.defaultdict(list)
-            for step in range(steps_per_epoch):
-                callback_list.on_train_batch_begin(step)
-                tasks = self.env.sample_tasks(meta_batch_size, seed=self._seed(self._iteration, 0) % (2**63))
-                step_logs = self.train_step(tasks, trials_per_task)
-                for key, value in step_logs.items():
-                    epoch_logs[key].append(value)
-                callback_list.on_train_batch_end(step, step_logs)
-                if bar is not None:
-                    bar.update(step + 1, [(k, v) for k, v in step_logs.items()])
-            logs = {k: float(np.mean(v)) for k, v in epoch_logs.items()}
-            callback_list.on_epoch_end(epoch, logs)
-            if getattr(self.policy, "stop_training", False):
-                break
-        callback_list.on_train_end(logs)
-        return self.policy.history
+        def step():
+            tasks = self.env.sample_tasks(meta_batch_size, seed=self._seed(self._iteration, 0) % (2**63))
+            return self.train_step(tasks, trials_per_task)
+
+        return keras_style_loop(self.policy, step, epochs, steps_per_epoch, callbacks, verbose)
 
     # ----------------------------------------------------------------- evaluation
     def meta_evaluate(self, tasks, episodes=None, trials_per_task=1, seed=0, deterministic=False,
