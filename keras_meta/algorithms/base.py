@@ -534,7 +534,9 @@ class MetaLearner(keras.Model):
 
         zeros = [tf.zeros_like(v) for v in variables]
         nt_zeros = [tf.zeros_like(v) if v.dtype.is_floating else v for v in non_trainables]
-        predictions = tf.TensorArray(self.model.compute_dtype, size=num_tasks)
+        outputs = getattr(self.model, "outputs", None)
+        prediction_dtype = outputs[0].dtype if outputs else self.model.compute_dtype
+        predictions = tf.TensorArray(prediction_dtype, size=num_tasks)
         _, grad_sum, loss_sum, nt_sum, predictions = tf.while_loop(
             lambda i, *_: i < num_tasks,
             body,
