@@ -5,7 +5,9 @@ run and compares the time per meta-step:
   in-graph  - `fit(FewShotClassification)`: the C++ sampler called inside the step;
   prefetch  - `fit(tasks.as_dataset(...))`: production overlapped by tf.data prefetching;
   no data   - `fit` on one cached batch repeated: the step with no sampling at all.
-wait share = (t_source - t_no_data) / t_source.
+wait share = (t_source - t_no_data) / t_source. On a busy machine that difference is
+buried in noise, so the script also times the sampler alone: the in-graph path calls it
+serially inside each step, so its median time over the step time bounds the waiting share.
 
     python benchmarks/data_wait.py --steps 20
 """
@@ -48,9 +50,17 @@ def main():
     for name, (source, kwargs) in sources.items():
         keras.utils.set_random_seed(0)
         learner = km.MAML(km.models.conv4(5, (28, 28, 1), args.filters), inner_lr=0.4)
-        learner.compile()
+        learner.compile(loss=tasks.loss)
         times[name] = timed_fit(learner, source, args.steps, **kwargs)
+    sample_times = []
+    for i in range(50):
+        start = time.perf_counter()
+        tasks.sample(mb, i)
+        sample_times.append(time.perf_counter() - start)
+    sampler = float(np.median(sample_times))
     print(f"conv4/{args.filters}, 5-way 1-shot 15-query, meta-batch {mb}, {args.steps} timed steps")
+    print(f"  sampler alone {sampler * 1000:.2f} ms per meta-batch = "
+          f"{100 * sampler / times['in-graph']:.2f}% of an in-graph meta-step")
     for name, t in times.items():
         share = (t - times["no data"]) / t
         print(f"  {name:<9} {t * 1000:8.1f} ms/meta-step   waiting share {100 * share:+.1f}%")
