@@ -55,6 +55,18 @@ def check_task_env(env):
     return env
 
 
+def as_task_env(env):
+    """A checked task environment from an env instance or a function that makes one.
+
+    An env made by a factory keeps it (`_factory`) so vectorised copies can be built.
+    """
+    if isinstance(env, (gymnasium.Env, gymnasium.vector.VectorEnv)) or not callable(env):
+        return check_task_env(env)
+    made = check_task_env(env())
+    made._factory = env
+    return made
+
+
 class TaskEnv:
     """Mixin declaring the task interface; subclasses implement all three methods."""
 

@@ -12,7 +12,7 @@ from gymnasium.vector import AutoresetMode
 from keras_meta import _core, functional, inner
 from keras_meta.rl._loop import keras_style_loop
 from keras_meta.rl.buffer import RolloutBuffer
-from keras_meta.rl.envs import BatchedNavigation2D, Navigation2D, _find_attr, check_task_env
+from keras_meta.rl.envs import BatchedNavigation2D, Navigation2D, _find_attr, as_task_env
 
 Batch = collections.namedtuple("Batch", ["observations", "actions", "advantages", "masks", "steps"])
 Batch.__doc__ = """Tensors `[T, E, H, ...]` of one sampling phase (steps: index within the episode)."""
@@ -183,16 +183,7 @@ class MAMLRL:
         self._baseline_fn = tf.function(self.baseline.fit_predict)
 
     # ----------------------------------------------------------------- environments
-    @staticmethod
-    def _task_env(env):
-        if isinstance(env, (gymnasium.Env, gymnasium.vector.VectorEnv)):
-            return check_task_env(env)
-        if callable(env):
-            made = env()
-            check_task_env(made)
-            made._factory = env
-            return made
-        return check_task_env(env)
+    _task_env = staticmethod(as_task_env)
 
     @staticmethod
     def _spaces(env):

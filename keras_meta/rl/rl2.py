@@ -19,7 +19,7 @@ from gymnasium.vector import AutoresetMode
 from keras_meta import _core, functional
 from keras_meta.rl._loop import keras_style_loop
 from keras_meta.rl.buffer import RolloutBuffer
-from keras_meta.rl.envs import BatchedNavigation2D, Navigation2D, _find_attr, check_task_env
+from keras_meta.rl.envs import BatchedNavigation2D, Navigation2D, _find_attr, as_task_env
 from keras_meta.rl.policies import gaussian_entropy, gaussian_log_prob
 
 TrialBatch = collections.namedtuple(
@@ -399,16 +399,7 @@ class RL2:
         self._update_fn = tf.function(self._update, reduce_retracing=True)
 
     # ----------------------------------------------------------------- environments
-    @staticmethod
-    def _task_env(env):
-        if isinstance(env, (gymnasium.Env, gymnasium.vector.VectorEnv)):
-            return check_task_env(env)
-        if callable(env):
-            made = env()
-            check_task_env(made)
-            made._factory = env
-            return made
-        return check_task_env(env)
+    _task_env = staticmethod(as_task_env)
 
     def _vector_env(self, env, n):
         key = (id(env), n)
