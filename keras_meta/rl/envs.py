@@ -67,6 +67,28 @@ def as_task_env(env):
     return made
 
 
+def vector_task_env(env, n, horizon, autoreset_mode):
+    """`n` copies of the task env `env` as a vector env (the C++ one for navigation).
+
+    Args:
+        env: A task env made by `as_task_env` (with `clone()` or a `_factory`).
+        n: Number of copies.
+        horizon: Episode length of the batched navigation env.
+        autoreset_mode: The `gymnasium.vector.AutoresetMode` of a `SyncVectorEnv`.
+
+    Raises:
+        TypeError: If `env` can neither be cloned nor remade.
+    """
+    if isinstance(env, (Navigation2D, BatchedNavigation2D)):
+        return BatchedNavigation2D(n, horizon=horizon)
+    factory = getattr(env, "_factory", None) or getattr(env, "clone", None)
+    if factory is None:
+        raise TypeError(
+            "Expected `env` to provide clone() (keras_meta.rl.TaskEnv) or to be a function "
+            f"returning a task env. Received: env of type {type(env).__name__}")
+    return gymnasium.vector.SyncVectorEnv([factory] * n, autoreset_mode=autoreset_mode)
+
+
 class TaskEnv:
     """Mixin declaring the task interface; subclasses implement all three methods."""
 

@@ -12,7 +12,7 @@ from gymnasium.vector import AutoresetMode
 from keras_meta import _core, functional, inner
 from keras_meta.rl._loop import keras_style_loop
 from keras_meta.rl.buffer import RolloutBuffer
-from keras_meta.rl.envs import BatchedNavigation2D, Navigation2D, _find_attr, as_task_env
+from keras_meta.rl.envs import _find_attr, as_task_env, vector_task_env
 
 Batch = collections.namedtuple("Batch", ["observations", "actions", "advantages", "masks", "steps"])
 Batch.__doc__ = """Tensors `[T, E, H, ...]` of one sampling phase (steps: index within the episode)."""
@@ -194,17 +194,7 @@ class MAMLRL:
     def _vector_env(self, env, n):
         key = (id(env), n)
         if key not in self._venvs:
-            if isinstance(env, (Navigation2D, BatchedNavigation2D)):
-                self._venvs[key] = BatchedNavigation2D(n, horizon=self.horizon)
-            else:
-                factory = getattr(env, "_factory", None) or getattr(env, "clone", None)
-                if factory is None:
-                    raise TypeError(
-                        "Expected `env` to provide clone() (keras_meta.rl.TaskEnv) or to be a function "
-                        f"returning a task env. Received: env of type {type(env).__name__}"
-                    )
-                self._venvs[key] = gymnasium.vector.SyncVectorEnv(
-                    [factory] * n, autoreset_mode=AutoresetMode.NEXT_STEP)
+            self._venvs[key] = vector_task_env(env, n, self.horizon, AutoresetMode.NEXT_STEP)
         return self._venvs[key]
 
     @staticmethod

@@ -19,7 +19,7 @@ from gymnasium.vector import AutoresetMode
 from keras_meta import _core, functional
 from keras_meta.rl._loop import keras_style_loop
 from keras_meta.rl.buffer import RolloutBuffer
-from keras_meta.rl.envs import BatchedNavigation2D, Navigation2D, _find_attr, as_task_env
+from keras_meta.rl.envs import _find_attr, as_task_env, vector_task_env
 from keras_meta.rl.policies import gaussian_entropy, gaussian_log_prob
 
 TrialBatch = collections.namedtuple(
@@ -404,17 +404,8 @@ class RL2:
     def _vector_env(self, env, n):
         key = (id(env), n)
         if key not in self._venvs:
-            if isinstance(env, (Navigation2D, BatchedNavigation2D)):
-                self._venvs[key] = BatchedNavigation2D(n, horizon=self.horizon)
-            else:
-                factory = getattr(env, "_factory", None) or getattr(env, "clone", None)
-                if factory is None:
-                    raise TypeError(
-                        "Expected `env` to provide clone() (keras_meta.rl.TaskEnv) or to be a function "
-                        f"returning a task env. Received: env of type {type(env).__name__}")
-                # SAME_STEP: no reset steps, so every vector step is a policy step.
-                self._venvs[key] = gymnasium.vector.SyncVectorEnv(
-                    [factory] * n, autoreset_mode=AutoresetMode.SAME_STEP)
+            # SAME_STEP: no reset steps, so every vector step is a policy step.
+            self._venvs[key] = vector_task_env(env, n, self.horizon, AutoresetMode.SAME_STEP)
         return self._venvs[key]
 
     def _assign_tasks(self, venv, tasks):
