@@ -317,7 +317,7 @@ class _RLProbe:
             learner = self.learner
             tasks = []
             for i in range(max(learner._iteration, 1)):
-                tasks += learner.env.sample_tasks(n, seed=learner._seed(i, 0) % (2**63))
+                tasks += learner._iteration_tasks(i, n)
                 if len(tasks) >= n:
                     break
             rng = np.random.default_rng(seed)

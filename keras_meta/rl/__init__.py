@@ -4,6 +4,7 @@ The TF-Agents bridge lives in `keras_meta.integrations.tf_agents` and is never i
 from here, so `import keras_meta.rl` needs neither tf_agents nor tensorflow_probability.
 """
 
+from keras_meta.rl._loop import TrainingState
 from keras_meta.rl.buffer import RolloutBuffer
 from keras_meta.rl.envs import (
     AntDir,
@@ -36,6 +37,7 @@ __all__ = [
     "RL2Policy",
     "RolloutBuffer",
     "TaskEnv",
+    "TrainingState",
     "check_task_env",
     "conjugate_gradient",
     "meta_evaluate_episodes",

@@ -1,17 +1,116 @@
-"""The Keras-style training loop shared by the RL meta-learners."""
+"""The training state and Keras-style training loop shared by the RL meta-learners."""
 
 import collections
 
 import keras
 import numpy as np
 
+from keras_meta import _core
 
-def keras_style_loop(policy, step_fn, epochs, steps_per_epoch, callbacks=None, verbose=1):
-    """Runs `step_fn()` `epochs * steps_per_epoch` times with Keras callbacks and a Progbar.
+
+@keras.saving.register_keras_serializable(package="keras_meta")
+class TrainingState(keras.Model):
+    """Everything an RL meta-learner's training continues from, as one Keras model.
+
+    The callbacks of `MAMLRL.fit` and `RL2.fit` see it as `self.model`. Its weights are
+    the policy's (`self.model.policy`) plus the meta-iteration counter, and its
+    `optimizer` is the learner's (None for TRPO), so `save_weights` / `load_weights`, and
+    with them `keras.callbacks.BackupAndRestore` and `keras.callbacks.ModelCheckpoint`,
+    hold the whole training state: the tasks and sampling noise of an iteration are a
+    pure function of (run seed, iteration).
 
     Args:
-        policy: The Keras model the callbacks see as `self.model` (`stop_training` is
-            honoured, its `history` is returned).
+        policy: The learner's policy (a built Keras model).
+        optimizer: The learner's Keras optimizer, or None.
+        **kwargs: Other `keras.Model` arguments.
+    """
+
+    def __init__(self, policy, optimizer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.policy = policy
+        self.iteration = self.add_weight(shape=(), dtype="int64", initializer="zeros", trainable=False,
+                                         name="iteration")
+        # The iteration this fit started from, saved with the rest, so a restored state
+        # tells how far into the interrupted fit it is (see `keras_style_loop`).
+        self.fit_start = self.add_weight(shape=(), dtype="int64", initializer="zeros", trainable=False,
+                                         name="fit_start")
+        self.optimizer = None
+        self.use_optimizer(optimizer)
+        self.built = True
+
+    def use_optimizer(self, optimizer):
+        """Makes `optimizer` (or None) the optimizer saved and restored with the state."""
+        if optimizer is not None and not optimizer.built:
+            # Slot variables are matched by position when a backup is loaded: build them in
+            # the order of the variables the learner applies updates to.
+            optimizer.build(self.policy.trainable_variables)
+        self.optimizer = optimizer
+
+    def call(self, inputs, training=False):
+        return self.policy(inputs, training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config["policy"] = keras.saving.serialize_keras_object(self.policy)
+        config["optimizer"] = None if self.optimizer is None else keras.optimizers.serialize(self.optimizer)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        policy = keras.saving.deserialize_keras_object(config.pop("policy"))
+        optimizer = config.pop("optimizer", None)
+        return cls(policy, None if optimizer is None else keras.optimizers.deserialize(optimizer), **config)
+
+
+class RLLearner:
+    """Run seed, iteration counter and `fit` loop shared by `MAMLRL` and `RL2`.
+
+    A subclass sets `policy`, `optimizer`, `seed`, `env` and `training_state` (a
+    `TrainingState`) and implements `train_step(tasks, ...)`.
+    """
+
+    @property
+    def _iteration(self):
+        return int(self.training_state.iteration.numpy())
+
+    @_iteration.setter
+    def _iteration(self, value):
+        self.training_state.iteration.assign(int(value))
+
+    def _seed(self, *path):
+        s = self.seed
+        for p in path:
+            s = _core.derive_seed(s, p)
+        return s
+
+    def _iteration_tasks(self, iteration, n):
+        """The `n` tasks `fit` trains on at meta-iteration `iteration`."""
+        return self.env.sample_tasks(n, seed=self._seed(iteration, 0) % (2**63))
+
+    def _fit(self, train_step, meta_batch_size, epochs, steps_per_epoch, callbacks, verbose):
+        """`keras_style_loop` over `train_step(tasks)` on the tasks of each iteration."""
+
+        def step():
+            return train_step(self._iteration_tasks(self._iteration, meta_batch_size))
+
+        self.training_state.use_optimizer(self.optimizer)
+        return keras_style_loop(self.training_state, step, epochs, steps_per_epoch, callbacks, verbose)
+
+
+def keras_style_loop(state, step_fn, epochs, steps_per_epoch, callbacks=None, verbose=1):
+    """Runs `step_fn()` `epochs * steps_per_epoch` times with Keras callbacks and a Progbar.
+
+    A state restored by a callback's `on_train_begin` (`keras.callbacks.BackupAndRestore`)
+    resumes where it was saved, as `keras.Model.fit` does: the loop starts from the
+    restored epoch and leaves out the steps of that epoch the state already contains.
+    Both come from the restored counters (`state.iteration - state.fit_start` steps were
+    done), not from BackupAndRestore's metadata, whose epoch falls back to 0 in backups
+    taken after a resume, so a run survives any number of interruptions.
+
+    Args:
+        state: The `TrainingState` the callbacks see as `self.model` (`stop_training` is
+            honoured, its `history` is returned). `step_fn` advances `state.iteration`.
         step_fn: A function of no arguments running one meta-iteration and returning
             a dict of float logs.
         epochs: Number of epochs.
@@ -20,19 +119,24 @@ def keras_style_loop(policy, step_fn, epochs, steps_per_epoch, callbacks=None, v
         verbose: 0 silent, 1 a progress bar per epoch.
 
     Returns:
-        A `keras.callbacks.History` of per-epoch mean logs.
+        A `keras.callbacks.History` of per-epoch mean logs (an epoch resumed mid-way
+        averages the steps run after the resume).
     """
     callback_list = keras.callbacks.CallbackList(
-        callbacks, add_history=True, add_progbar=False, model=policy, epochs=epochs,
+        callbacks, add_history=True, add_progbar=False, model=state, epochs=epochs,
         steps=steps_per_epoch, verbose=verbose)
-    policy.stop_training = False
+    state.stop_training = False
+    state.fit_start.assign(state.iteration)
     callback_list.on_train_begin()
+    done = int(state.iteration.numpy()) - int(state.fit_start.numpy())
+    first_epoch, skip = divmod(done, steps_per_epoch)
     logs = {}
-    for epoch in range(epochs):
+    for epoch in range(first_epoch, epochs):
         callback_list.on_epoch_begin(epoch)
         bar = keras.utils.Progbar(steps_per_epoch, verbose=verbose) if verbose else None
         epoch_logs = collections.defaultdict(list)
-        for step in range(steps_per_epoch):
+        start, skip = skip, 0
+        for step in range(start, steps_per_epoch):
             callback_list.on_train_batch_begin(step)
             step_logs = step_fn()
             for key, value in step_logs.items():
@@ -40,9 +144,11 @@ def keras_style_loop(policy, step_fn, epochs, steps_per_epoch, callbacks=None, v
             callback_list.on_train_batch_end(step, step_logs)
             if bar is not None:
                 bar.update(step + 1, [(k, v) for k, v in step_logs.items()])
+            if state.stop_training:
+                break
         logs = {k: float(np.mean(v)) for k, v in epoch_logs.items()}
         callback_list.on_epoch_end(epoch, logs)
-        if getattr(policy, "stop_training", False):
+        if state.stop_training:
             break
     callback_list.on_train_end(logs)
-    return policy.history
+    return state.history

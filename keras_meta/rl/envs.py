@@ -9,6 +9,9 @@ Every task environment implements the task interface:
 Tasks are small dicts of NumPy values, so they can be logged and pickled.
 """
 
+import contextlib
+import functools
+
 import numpy as np
 import gymnasium
 from gymnasium import spaces
@@ -76,6 +79,11 @@ def vector_task_env(env, n, horizon, autoreset_mode):
         horizon: Episode length of the batched navigation env.
         autoreset_mode: The `gymnasium.vector.AutoresetMode` of a `SyncVectorEnv`.
 
+    Returns:
+        A vector env. An exception raised by a sub-environment of a `SyncVectorEnv` is
+        re-raised as a `RuntimeError` naming the sub-environment, its task, the episode
+        and the step (or reset), chained to the original.
+
     Raises:
         TypeError: If `env` can neither be cloned nor remade.
     """
@@ -86,7 +94,58 @@ def vector_task_env(env, n, horizon, autoreset_mode):
         raise TypeError(
             "Expected `env` to provide clone() (keras_meta.rl.TaskEnv) or to be a function "
             f"returning a task env. Received: env of type {type(env).__name__}")
-    return gymnasium.vector.SyncVectorEnv([factory] * n, autoreset_mode=autoreset_mode)
+    return gymnasium.vector.SyncVectorEnv(
+        [functools.partial(_LocatedErrors.make, factory, i) for i in range(n)], autoreset_mode=autoreset_mode)
+
+
+class _LocatedErrors(gymnasium.Wrapper):
+    """Re-raises a sub-environment's exception naming its task, episode and step.
+
+    `SyncVectorEnv` steps its sub-environments in a loop and lets their exceptions through
+    bare, so this wrapper of every sub-environment of `vector_task_env` is the one place
+    that knows which of them failed, on which task and where (RL collection runs through
+    it for both `MAMLRL` and `RL2`).
+
+    Args:
+        env: The sub-environment.
+        index: Its index in the vector env.
+    """
+
+    def __init__(self, env, index):
+        super().__init__(env)
+        self.index = int(index)
+        self._episode, self._step = 0, 0
+
+    @classmethod
+    def make(cls, factory, index):
+        return cls(factory(), index)
+
+    def reset(self, *, seed=None, options=None):
+        # A seeded reset starts a collection; an autoreset (no seed) its next episode.
+        self._episode = 0 if seed is not None else self._episode + 1
+        self._step = 0
+        with self._located("reset"):
+            return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+        with self._located(f"step {self._step}"):
+            out = self.env.step(action)
+        self._step += 1
+        return out
+
+    @contextlib.contextmanager
+    def _located(self, what):
+        try:
+            yield
+        except Exception as err:
+            try:
+                task = repr(_find_attr(self.env, "get_task")())
+            except Exception:  # The env may be too broken to report its task.
+                task = "<unavailable>"
+            raise RuntimeError(
+                f"Expected the task environment to complete {what} of episode {self._episode} "
+                f"(sub-environment {self.index}, task={task}). Received: {type(err).__name__}: {err}"
+            ) from err
 
 
 class TaskEnv:

@@ -9,8 +9,8 @@ import numpy as np
 import tensorflow as tf
 from gymnasium.vector import AutoresetMode
 
-from keras_meta import _core, functional, inner
-from keras_meta.rl._loop import keras_style_loop
+from keras_meta import functional, inner
+from keras_meta.rl._loop import RLLearner, TrainingState
 from keras_meta.rl.buffer import RolloutBuffer
 from keras_meta.rl.envs import _find_attr, as_task_env, vector_task_env
 
@@ -96,7 +96,7 @@ def conjugate_gradient(matvec, b, iters=10, tol=1e-10):
     return x
 
 
-class MAMLRL:
+class MAMLRL(RLLearner):
     """Model-agnostic meta-learning for policy-gradient RL.
 
     Inner step (per task `i`, repeated `inner_steps` times, each on fresh trajectories
@@ -136,6 +136,10 @@ class MAMLRL:
         horizon: Episode length (default: the env's `horizon`).
         seed: Run seed; tasks and sampling noise derive from it.
 
+    Attributes:
+        training_state: A `keras_meta.rl.TrainingState` holding the policy, the optimizer
+            and the meta-iteration counter (what `fit`'s callbacks see as `self.model`).
+
     Example:
 
     >>> body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(100, "relu"),
@@ -171,7 +175,7 @@ class MAMLRL:
         if not getattr(policy, "built", False) or not hasattr(policy, "observation_dim"):
             policy.build_for(int(np.prod(self.observation_shape)))
         self._venvs = {}
-        self._iteration = 0
+        self.training_state = TrainingState(policy, self.optimizer)
         self._update = inner.sgd(self.inner_lr)
         self._act_fn = tf.function(self._act)
         self._adapt_fn = tf.function(self._adapt_all)
@@ -303,12 +307,6 @@ class MAMLRL:
         return out[0], out[1]
 
     # ----------------------------------------------------------------- sampling
-    def _seed(self, *path):
-        s = self.seed
-        for p in path:
-            s = _core.derive_seed(s, p)
-        return s
-
     def collect(self, stacked, tasks, episodes, seed, deterministic=False, env=None):
         """Samples `episodes` episodes per task with per-task weights `stacked` ([T, ...] each).
 
@@ -417,24 +415,25 @@ class MAMLRL:
         """Meta-trains for `epochs * steps_per_epoch` meta-iterations.
 
         Tasks of meta-iteration `i` come from `env.sample_tasks(meta_batch_size, seed_i)`
-        with `seed_i` derived from the run seed, so a run is reproducible.
+        with `seed_i` derived from the run seed, and `i` is the tracked counter
+        `training_state.iteration`, so a run is reproducible and a run restored from a
+        checkpoint continues the same task sequence.
 
         Args:
             epochs: Number of epochs.
             meta_batch_size: Tasks per meta-iteration (20 in the paper).
             episodes_per_task: Episodes per task and phase (20 for navigation in the paper).
             steps_per_epoch: Meta-iterations per epoch.
-            callbacks: Keras callbacks (they see the policy as `self.model`).
+            callbacks: Keras callbacks. They see `training_state` (the policy as
+                `self.model.policy`, the PPO optimizer and the iteration counter) as
+                `self.model`, so `keras.callbacks.BackupAndRestore` resumes exactly.
             verbose: 0 silent, 1 a progress bar per epoch.
 
         Returns:
             A `keras.callbacks.History` of per-epoch mean logs.
         """
-        def step():
-            tasks = self.env.sample_tasks(meta_batch_size, seed=self._seed(self._iteration, 0) % (2**63))
-            return self.train_step(tasks, episodes_per_task)
-
-        return keras_style_loop(self.policy, step, epochs, steps_per_epoch, callbacks, verbose)
+        return self._fit(lambda tasks: self.train_step(tasks, episodes_per_task), meta_batch_size, epochs,
+                         steps_per_epoch, callbacks, verbose)
 
     # ----------------------------------------------------------------- adaptation
     def adapt(self, env=None, task=None, episodes=20, steps=1, seed=0):

@@ -16,8 +16,8 @@ import tensorflow as tf
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
-from keras_meta import _core, functional
-from keras_meta.rl._loop import keras_style_loop
+from keras_meta import functional
+from keras_meta.rl._loop import RLLearner, TrainingState
 from keras_meta.rl.buffer import RolloutBuffer
 from keras_meta.rl.envs import _find_attr, as_task_env, vector_task_env
 from keras_meta.rl.policies import gaussian_entropy, gaussian_log_prob
@@ -93,6 +93,8 @@ class RL2Policy(keras.Model):
             self.log_std = self.add_weight(shape=(self.action_dim,), name="log_std",
                                            initializer=keras.initializers.Constant(self.log_std_init))
         self.step(tf.zeros([1, self.input_dim]), self.get_initial_state(1))
+        # `step` made every weight; marked built, `.keras` saving knows the model is complete.
+        self.built = True
 
     @classmethod
     def for_env(cls, env, units=64, hidden_units=(), log_std_init=0.0):
@@ -294,7 +296,7 @@ def episode_returns_in_trial(buffer):
     return out
 
 
-class RL2:
+class RL2(RLLearner):
     """RL² trained with PPO over trials.
 
     Sampling: every row of a `RolloutBuffer` (`num_tasks` x `trials_per_task`) runs one
@@ -331,6 +333,10 @@ class RL2:
         optimizer: Keras optimizer (default Adam(3e-3)).
         normalize_advantages: Standardise advantages over the batch.
         seed: Run seed; tasks and sampling noise derive from it.
+
+    Attributes:
+        training_state: A `keras_meta.rl.TrainingState` holding the policy, the optimizer
+            and the iteration counter (what `fit`'s callbacks see as `self.model`).
 
     Raises:
         ValueError: For a trial shorter than one episode (`episodes_per_trial < 1` or
@@ -390,7 +396,7 @@ class RL2:
         self.normalize_advantages = bool(normalize_advantages)
         self.seed = int(seed)
         self._venvs = {}
-        self._iteration = 0
+        self.training_state = TrainingState(self.policy, self.optimizer)
         d = self.policy.input_dim
         self._act_fn = tf.function(self._act, reduce_retracing=True)
         self._unroll_fn = tf.function(
@@ -424,12 +430,6 @@ class RL2:
                     f"action_space={self._act_space}")
 
     # ----------------------------------------------------------------- sampling
-    def _seed(self, *path):
-        s = self.seed
-        for p in path:
-            s = _core.derive_seed(s, p)
-        return s
-
     def _act(self, x, state, seed, deterministic):
         dist, value, new_state = self.policy.step(x, state)
         action = self.policy.mode(dist) if deterministic else self.policy.sample(dist, seed)
@@ -572,14 +572,18 @@ class RL2:
         """Meta-trains for `epochs * steps_per_epoch` PPO iterations.
 
         Tasks of iteration `i` come from `env.sample_tasks(meta_batch_size, seed_i)` with
-        `seed_i` derived from the run seed, so a run is reproducible.
+        `seed_i` derived from the run seed, and `i` is the tracked counter
+        `training_state.iteration`, so a run is reproducible and a run restored from a
+        checkpoint continues the same task sequence.
 
         Args:
             epochs: Number of epochs.
             meta_batch_size: Tasks per iteration.
             trials_per_task: Trials sampled per task and iteration.
             steps_per_epoch: Iterations per epoch.
-            callbacks: Keras callbacks (they see the policy as `self.model`).
+            callbacks: Keras callbacks. They see `training_state` (the policy as
+                `self.model.policy`, the PPO optimizer and the iteration counter) as
+                `self.model`, so `keras.callbacks.BackupAndRestore` resumes exactly.
             verbose: 0 silent, 1 a progress bar per epoch.
 
         Returns:
@@ -590,11 +594,8 @@ class RL2:
         epochs = _positive_int(epochs, "epochs")
         steps_per_epoch = _positive_int(steps_per_epoch, "steps_per_epoch")
         meta_batch_size = _positive_int(meta_batch_size, "meta_batch_size")
-        def step():
-            tasks = self.env.sample_tasks(meta_batch_size, seed=self._seed(self._iteration, 0) % (2**63))
-            return self.train_step(tasks, trials_per_task)
-
-        return keras_style_loop(self.policy, step, epochs, steps_per_epoch, callbacks, verbose)
+        return self._fit(lambda tasks: self.train_step(tasks, trials_per_task), meta_batch_size, epochs,
+                         steps_per_epoch, callbacks, verbose)
 
     # ----------------------------------------------------------------- evaluation
     def meta_evaluate(self, tasks, episodes=None, trials_per_task=1, seed=0, deterministic=False,
