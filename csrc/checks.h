@@ -20,27 +20,34 @@ std::string repr_of(const T& value) {
   return out.str();
 }
 
-inline void require(bool ok, const std::string& message) {
-  if (!ok) throw py::value_error(message);
+// `message` is a callable that builds the text only on failure, so calls made once per
+// environment step or batch do not format (ostream, Python repr) messages they never show.
+template <typename Message>
+void require(bool ok, Message&& message) {
+  if (!ok) throw py::value_error(message());
 }
 
 inline int64_t positive(int64_t value, const char* name) {
-  require(value > 0, std::string("Expected `") + name + "` to be a positive integer. Received: " +
-                         name + "=" + repr_of(value));
+  require(value > 0, [&] {
+    return std::string("Expected `") + name + "` to be a positive integer. Received: " + name + "=" + repr_of(value);
+  });
   return value;
 }
 
 // Finite bounds only: an infinite bound makes every draw inf or NaN.
 inline void valid_range(double low, double high, const char* name) {
-  require(std::isfinite(low) && std::isfinite(high) && low <= high,
-          std::string("Expected `") + name + "` to be a finite (low, high) pair with low <= high. Received: " +
-              name + "=(" + repr_of(low) + ", " + repr_of(high) + ")");
+  require(std::isfinite(low) && std::isfinite(high) && low <= high, [&] {
+    return std::string("Expected `") + name + "` to be a finite (low, high) pair with low <= high. Received: " + name +
+           "=(" + repr_of(low) + ", " + repr_of(high) + ")";
+  });
 }
 
 // An upper bound for sizes that index uint32 Philox counters or would overflow products.
 inline int64_t at_most(int64_t value, int64_t limit, const char* name, const char* limit_text) {
-  require(value <= limit, std::string("Expected `") + name + "` to be at most " + limit_text + ". Received: " + name +
-                              "=" + repr_of(value));
+  require(value <= limit, [&] {
+    return std::string("Expected `") + name + "` to be at most " + limit_text + ". Received: " + name + "=" +
+           repr_of(value);
+  });
   return value;
 }
 

@@ -42,18 +42,20 @@ class BatchedNavigation {
         goal_(static_cast<size_t>(2 * n_), 0.0f),
         steps_(static_cast<size_t>(n_), 0),
         needs_reset_(static_cast<size_t>(n_), 0) {
-    require(max_action > 0 && std::isfinite(max_action),
-            "Expected `max_action` to be a positive finite number. Received: max_action=" + repr_of(max_action));
-    require(goal_tolerance >= 0 && !std::isnan(goal_tolerance),
-            "Expected `goal_tolerance` to be non-negative. Received: goal_tolerance=" + repr_of(goal_tolerance));
+    require(max_action > 0 && std::isfinite(max_action), [&] {
+      return "Expected `max_action` to be a positive finite number. Received: max_action=" + repr_of(max_action);
+    });
+    require(goal_tolerance >= 0 && !std::isnan(goal_tolerance), [&] {
+      return "Expected `goal_tolerance` to be non-negative. Received: goal_tolerance=" + repr_of(goal_tolerance);
+    });
   }
 
   void set_goals(const py::handle& goals_h) {
     auto goals = exact_array<float>(goals_h, "goals");
-    require(goals.ndim() == 2 && goals.shape(0) == n_ && goals.shape(1) == 2,
-            "Expected `goals` to have shape (" + std::to_string(n_) + ", 2). Received: goals.shape=(" +
-                std::to_string(goals.ndim() > 0 ? goals.shape(0) : 0) + ", ...) with ndim=" +
-                std::to_string(goals.ndim()));
+    require(goals.ndim() == 2 && goals.shape(0) == n_ && goals.shape(1) == 2, [&] {
+      return "Expected `goals` to have shape (" + std::to_string(n_) + ", 2). Received: goals.shape=(" +
+             std::to_string(goals.ndim() > 0 ? goals.shape(0) : 0) + ", ...) with ndim=" + std::to_string(goals.ndim());
+    });
     require_no_nan(goals.data(), 2 * n_, "goals", /*finite=*/true);
     std::memcpy(goal_.data(), goals.data(), sizeof(float) * 2 * n_);
   }
@@ -73,10 +75,11 @@ class BatchedNavigation {
 
   py::tuple step(const py::handle& actions_h) {
     auto actions = exact_array<float>(actions_h, "actions");
-    require(actions.ndim() == 2 && actions.shape(0) == n_ && actions.shape(1) == 2,
-            "Expected `actions` to have shape (" + std::to_string(n_) +
-                ", 2) and dtype float32. Received: actions with ndim=" + std::to_string(actions.ndim()) +
-                (actions.ndim() > 0 ? ", shape[0]=" + std::to_string(actions.shape(0)) : std::string()));
+    require(actions.ndim() == 2 && actions.shape(0) == n_ && actions.shape(1) == 2, [&] {
+      return "Expected `actions` to have shape (" + std::to_string(n_) +
+             ", 2) and dtype float32. Received: actions with ndim=" + std::to_string(actions.ndim()) +
+             (actions.ndim() > 0 ? ", shape[0]=" + std::to_string(actions.shape(0)) : std::string());
+    });
     require_no_nan(actions.data(), 2 * n_, "actions", /*finite=*/false);
     py::array_t<float> obs({n_, int64_t{2}});
     py::array_t<float> rewards(n_);

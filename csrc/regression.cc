@@ -137,21 +137,23 @@ void register_regression(py::module_& m) {
         py::arg("meta_batch_size"), py::arg("num_points"), py::arg("seed"), py::arg("slope") = Range{-3.0, 3.0},
         py::arg("intercept") = Range{-3.0, 3.0}, py::arg("x_range") = Range{-5.0, 5.0},
         "Linear tasks y = slope x + intercept. Returns (params[B, 2] = (slope, intercept), x[B, N, 1], y[B, N, 1]).");
-  m.def("polynomial",
-        [](int64_t meta_batch_size, int64_t num_points, const py::object& seed, int64_t degree, Range coefficients,
-           Range x_range) {
-          require(degree >= 0 && degree <= kMaxDegree,
-                  "Expected `degree` to be an integer in [0, " + std::to_string(kMaxDegree) +
-                      "]. Received: degree=" + std::to_string(degree));
-          valid_range(coefficients.first, coefficients.second, "coefficients");
-          return generate(Polynomial{static_cast<int>(degree), static_cast<float>(coefficients.first),
-                                     static_cast<float>(coefficients.second)},
-                          meta_batch_size, num_points, unsigned_arg(seed, "seed"), x_range);
-        },
-        py::arg("meta_batch_size"), py::arg("num_points"), py::arg("seed"), py::arg("degree") = 3,
-        py::arg("coefficients") = Range{-1.0, 1.0}, py::arg("x_range") = Range{-2.0, 2.0},
-        "Polynomial tasks y = sum_i c_i x^i, every c_i ~ U[coefficients]. Returns (params[B, degree + 1] =\n"
-        "(c_0, ..., c_degree), x[B, N, 1], y[B, N, 1]).");
+  m.def(
+      "polynomial",
+      [](int64_t meta_batch_size, int64_t num_points, const py::object& seed, int64_t degree, Range coefficients,
+         Range x_range) {
+        require(degree >= 0 && degree <= kMaxDegree, [&] {
+          return "Expected `degree` to be an integer in [0, " + std::to_string(kMaxDegree) +
+                 "]. Received: degree=" + std::to_string(degree);
+        });
+        valid_range(coefficients.first, coefficients.second, "coefficients");
+        return generate(Polynomial{static_cast<int>(degree), static_cast<float>(coefficients.first),
+                                   static_cast<float>(coefficients.second)},
+                        meta_batch_size, num_points, unsigned_arg(seed, "seed"), x_range);
+      },
+      py::arg("meta_batch_size"), py::arg("num_points"), py::arg("seed"), py::arg("degree") = 3,
+      py::arg("coefficients") = Range{-1.0, 1.0}, py::arg("x_range") = Range{-2.0, 2.0},
+      "Polynomial tasks y = sum_i c_i x^i, every c_i ~ U[coefficients]. Returns (params[B, degree + 1] =\n"
+      "(c_0, ..., c_degree), x[B, N, 1], y[B, N, 1]).");
   m.def("step_function",
         [](int64_t meta_batch_size, int64_t num_points, const py::object& seed, Range location, Range levels, Range x_range) {
           valid_range(location.first, location.second, "location");

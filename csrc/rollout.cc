@@ -31,8 +31,10 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 void require_shape(const py::array& a, const std::vector<int64_t>& shape, const char* name) {
   bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
   for (size_t i = 0; ok && i < shape.size(); ++i) ok = a.shape(i) == shape[i];
-  require(ok, std::string("Expected `") + name + "` to have shape " + shape_str(shape) + ". Received: " + name +
-                  ".shape=" + shape_of(a));
+  require(ok, [&] {
+    return std::string("Expected `") + name + "` to have shape " + shape_str(shape) + ". Received: " + name +
+           ".shape=" + shape_of(a);
+  });
 }
 
 py::array read_only_view(const py::array& a) {
@@ -65,10 +67,12 @@ class RolloutBuffer {
     const bool overflow = __builtin_mul_overflow(T_, E_, &total) || __builtin_mul_overflow(total, H_, &total) ||
                           __builtin_mul_overflow(total, std::max(O_, A_), &total) ||
                           __builtin_mul_overflow(total, int64_t{8}, &total);
-    require(!overflow, "Expected num_tasks * num_envs * horizon * max(obs_dim, action_dim) to be a feasible "
-                       "element count. Received: num_tasks=" + std::to_string(T_) + ", num_envs=" +
-                           std::to_string(E_) + ", horizon=" + std::to_string(H_) + ", obs_dim=" +
-                           std::to_string(O_) + ", action_dim=" + std::to_string(A_));
+    require(!overflow, [&] {
+      return "Expected num_tasks * num_envs * horizon * max(obs_dim, action_dim) to be a feasible "
+             "element count. Received: num_tasks=" +
+             std::to_string(T_) + ", num_envs=" + std::to_string(E_) + ", horizon=" + std::to_string(H_) +
+             ", obs_dim=" + std::to_string(O_) + ", action_dim=" + std::to_string(A_);
+    });
     obs_ = zeros<float>({T_, E_, H_, O_});
     next_obs_ = zeros<float>({T_, E_, H_, O_});
     if (discrete_) {
@@ -99,8 +103,10 @@ class RolloutBuffer {
   // all tasks (task == -1, arrays [T, E, ...]).
   void add(const py::handle& obs_h, const py::handle& act_h, const py::handle& rew_h, const py::handle& term_h,
            const py::handle& trunc_h, const py::handle& next_obs_h, const py::handle& valid_h, int64_t task) {
-    require(task >= -1 && task < T_, "Expected `task` to be -1 (all tasks) or in [0, " + std::to_string(T_) +
-                                         "). Received: task=" + std::to_string(task));
+    require(task >= -1 && task < T_, [&] {
+      return "Expected `task` to be -1 (all tasks) or in [0, " + std::to_string(T_) +
+             "). Received: task=" + std::to_string(task);
+    });
     std::vector<int64_t> rows = task < 0 ? std::vector<int64_t>{T_, E_} : std::vector<int64_t>{E_};
     auto with = [&](int64_t d) { auto s = rows; s.push_back(d); return s; };
     auto obs = exact_array<float>(obs_h, "observations");
@@ -280,8 +286,8 @@ class RolloutBuffer {
  private:
   static void check_discount(double gamma, double lam) {
     require(gamma >= 0.0 && gamma <= 1.0,
-            "Expected `gamma` to be in [0, 1]. Received: gamma=" + repr_of(gamma));
-    require(lam >= 0.0 && lam <= 1.0, "Expected `lam` to be in [0, 1]. Received: lam=" + repr_of(lam));
+            [&] { return "Expected `gamma` to be in [0, 1]. Received: gamma=" + repr_of(gamma); });
+    require(lam >= 0.0 && lam <= 1.0, [&] { return "Expected `lam` to be in [0, 1]. Received: lam=" + repr_of(lam); });
   }
 
   int64_t T_, E_, H_, O_, A_;

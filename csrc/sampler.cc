@@ -336,8 +336,10 @@ class EpisodeSampler {
   int threads_for_call(int64_t meta_batch_size, const py::object& num_threads) const {
     positive(meta_batch_size, "meta_batch_size");
     // Episode indices are uint32 Philox items.
-    require(meta_batch_size <= 0x7FFFFFFF, "Expected `meta_batch_size` to be below 2**31. Received: meta_batch_size=" +
-                                               std::to_string(meta_batch_size));
+    require(meta_batch_size <= 0x7FFFFFFF, [&] {
+      return "Expected `meta_batch_size` to be below 2**31. Received: meta_batch_size=" +
+             std::to_string(meta_batch_size);
+    });
     if (num_threads.is_none()) return num_threads_;
     if (!py::isinstance<py::int_>(num_threads)) {
       throw py::type_error("Expected `num_threads` to be an integer or None. Received: num_threads=" +
@@ -360,8 +362,9 @@ class EpisodeSampler {
                             shape_repr(split_));
     }
     h_ = images_.shape(1), w_ = images_.shape(2), c_ = images_.shape(3);
-    require(h_ > 0 && w_ > 0 && c_ > 0, "Expected `images` to have non-empty images. Received: images.shape=" +
-                                            shape_repr(images_));
+    require(h_ > 0 && w_ > 0 && c_ > 0, [&] {
+      return "Expected `images` to have non-empty images. Received: images.shape=" + shape_repr(images_);
+    });
     if (rotations_ && h_ != w_) {
       throw py::value_error("Expected square images when `rotations=True`, since a quarter turn must keep the "
                             "shape. Received: images.shape=" + shape_repr(images_));
@@ -425,9 +428,10 @@ class EpisodeSampler {
                             ", queries=" + std::to_string(queries_));
     }
     // Every Philox counter of an episode must fit in uint32.
-    require(pool < (int64_t{1} << 31) && ways_ * (shots_ + queries_) < (int64_t{1} << 31),
-            "Expected episodes of fewer than 2**31 examples. Received: ways=" + std::to_string(ways_) +
-                ", shots=" + std::to_string(shots_) + ", queries=" + std::to_string(queries_));
+    require(pool < (int64_t{1} << 31) && ways_ * (shots_ + queries_) < (int64_t{1} << 31), [&] {
+      return "Expected episodes of fewer than 2**31 examples. Received: ways=" + std::to_string(ways_) +
+             ", shots=" + std::to_string(shots_) + ", queries=" + std::to_string(queries_);
+    });
   }
 
   void make_plan(uint64_t seed, int64_t episode, Plan& plan) const {
