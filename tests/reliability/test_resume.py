@@ -7,25 +7,13 @@ import tensorflow as tf
 
 import keras_meta as km
 
+from interruption import Interrupt
 from learner_table import LEARNERS, mlp
 
 TASKS = km.tasks.Sinusoid(shots=5, queries=5)
 
 # Bit-for-bit claims are made under op determinism (it cannot be switched off again).
 tf.config.experimental.enable_op_determinism()
-
-
-class Interrupt(keras.callbacks.Callback):
-    """Raises after global batch `at`, as a crash or preemption would."""
-
-    def __init__(self, at):
-        super().__init__()
-        self.at, self.seen = at, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
-        if self.seen == self.at:
-            raise KeyboardInterrupt("simulated preemption")
 
 
 def state(learner):

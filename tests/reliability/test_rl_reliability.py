@@ -10,6 +10,8 @@ import tensorflow as tf
 
 from keras_meta.rl import MAMLRL, RL2, BernoulliBandit, CategoricalPolicy, GaussianPolicy, Navigation2D
 
+from interruption import Interrupt
+
 # Bit-for-bit claims are made under op determinism (it cannot be switched off again).
 tf.config.experimental.enable_op_determinism()
 
@@ -44,19 +46,6 @@ LEARNERS = {
     "maml_rl_trpo": functools.partial(_maml_rl, outer="trpo", cg_iters=2, ls_max_steps=3),
     "rl2": _rl2,
 }
-
-
-class Interrupt(keras.callbacks.Callback):
-    """Raises after global batch `at`, as a crash or preemption would."""
-
-    def __init__(self, at):
-        super().__init__()
-        self.at, self.seen = at, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
-        if self.seen == self.at:
-            raise KeyboardInterrupt("simulated preemption")
 
 
 def fit(learner, callbacks=()):
