@@ -41,7 +41,7 @@ from tf_agents.specs import array_spec, tensor_spec  # noqa: E402
 from tf_agents.trajectories import policy_step, time_step as ts, trajectory  # noqa: E402
 
 from keras_meta.rl.buffer import RolloutBuffer  # noqa: E402
-from keras_meta.rl.envs import _find_attr, check_task_env  # noqa: E402
+from keras_meta.rl.envs import _find_attr, _LocatedErrors, check_task_env  # noqa: E402
 from keras_meta.rl.rl2 import RL2, RL2Policy  # noqa: E402
 
 __all__ = ["GymnasiumPyEnvironment", "KerasPolicy", "RL2KerasPolicy", "TrialDriver", "collect_episodes",
@@ -63,6 +63,8 @@ class GymnasiumPyEnvironment(py_environment.PyEnvironment):
     gymnasium's 5-tuple maps to time steps as: `terminated` -> `ts.termination` (discount
     0), `truncated` -> `ts.truncation` (discount 1, so value targets bootstrap), otherwise
     `ts.transition`. The step after an episode end resets the env (TF-Agents' auto-reset).
+    An exception raised by the env's `step` or `reset` (for instance inside a driver) is
+    re-raised as a `RuntimeError` naming the task, the episode and the step.
 
     Args:
         env: A gymnasium env implementing the task interface.
@@ -74,7 +76,8 @@ class GymnasiumPyEnvironment(py_environment.PyEnvironment):
 
     def __init__(self, env, discount=1.0):
         super().__init__(handle_auto_reset=True)
-        self._env = check_task_env(env)
+        self._gym_env = check_task_env(env)
+        self._env = _LocatedErrors(self._gym_env, index=0)
         self._discount = np.float32(discount)
         self._observation_spec = _array_spec(env.observation_space, "observation")
         self._action_spec = _array_spec(env.action_space, "action")
@@ -88,16 +91,16 @@ class GymnasiumPyEnvironment(py_environment.PyEnvironment):
 
     @property
     def gym_env(self):
-        return self._env
+        return self._gym_env
 
     def set_task(self, task):
-        _find_attr(self._env, "set_task")(task)
+        _find_attr(self._gym_env, "set_task")(task)
 
     def get_task(self):
-        return _find_attr(self._env, "get_task")()
+        return _find_attr(self._gym_env, "get_task")()
 
     def sample_tasks(self, n, seed):
-        return _find_attr(self._env, "sample_tasks")(n, seed)
+        return _find_attr(self._gym_env, "sample_tasks")(n, seed)
 
     def seed(self, seed):
         self._seed = seed

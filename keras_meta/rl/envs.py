@@ -114,7 +114,7 @@ class _LocatedErrors(gymnasium.Wrapper):
     def __init__(self, env, index):
         super().__init__(env)
         self.index = int(index)
-        self._episode, self._step = 0, 0
+        self._episode, self._step = -1, 0  # the first reset, seeded or not, starts episode 0
 
     @classmethod
     def make(cls, factory, index):

@@ -62,6 +62,34 @@ def test_driver_collects_with_bridged_policy_and_adapts():
         np.testing.assert_array_equal(w, m)
 
 
+class FaultyNavigation(Navigation2D):
+    """Raises on the third step after construction, as a crashing simulator would."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.steps_taken = 0
+
+    def step(self, action):
+        if self.steps_taken == 2:
+            raise ValueError("sensor fault")
+        self.steps_taken += 1
+        return super().step(action)
+
+
+def test_failing_env_step_in_a_driver_names_task_episode_and_step():
+    env = FaultyNavigation(horizon=8)
+    env.set_task({"goal": np.array([0.3, 0.3], np.float32)})
+    tf_env = kmtfa.tf_env(env)
+    policy = kmtfa.KerasPolicy(_learner().policy, tf_env.time_step_spec(), tf_env.action_spec(), seed=1)
+    expected = ("Expected the task environment to complete step 2 of episode 0 (sub-environment 0, "
+                "task={'goal': array([0.3, 0.3], dtype=float32)}). Received: ValueError: sensor fault")
+    with pytest.raises(RuntimeError) as info:
+        kmtfa.collect_episodes(tf_env, policy, num_episodes=1)
+    # TF's py_function re-creates the exception from its type and text, dropping the chained
+    # cause, so the original error lives on in the message.
+    assert str(info.value) == expected
+
+
 def test_exported_adapted_policy_loads_without_keras_meta(tmp_path):
     learner = _learner()
     task = Navigation2D().sample_tasks(1, seed=5)[0]
