@@ -840,8 +840,10 @@ class MetaLearner(keras.Model):
         self.test_function = None
         if not self.optimizer.built:
             # The order Keras uses when it restores optimizer state (BackupAndRestore,
-            # load_weights): slot variables are matched by position.
-            self.optimizer.build(self.trainable_variables)
+            # load_weights): slot variables are matched by position. Slots of a learner
+            # built under a distribution strategy must be created in its scope.
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
         self._steps_to_skip = _steps_done_in_interrupted_epoch(callbacks)
         return super().fit(
             x, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,

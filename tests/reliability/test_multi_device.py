@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent("""
     import keras, numpy as np
     import keras_meta as km
 
-    name, vectorize = sys.argv[1], sys.argv[2] == "1"
+    name, vectorize, optimizer = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
     tasks = km.tasks.Sinusoid(shots=5, queries=5)
 
     def build():
@@ -24,7 +24,8 @@ SCRIPT = textwrap.dedent("""
                                   keras.layers.BatchNormalization(),
                                   keras.layers.Dense(1)])
         learner = getattr(km, name)(model, inner_lr=0.01, inner_steps=2)
-        learner.compile(optimizer=keras.optimizers.SGD(0.01), vectorize=vectorize)
+        learner.compile(optimizer=keras.optimizers.get({"class_name": optimizer, "config": {"learning_rate": 0.01}}),
+                        vectorize=vectorize)
         return learner
 
     def run(learner):
@@ -41,8 +42,8 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def run(name, vectorize):
-    out = subprocess.run([sys.executable, "-c", SCRIPT, name, "1" if vectorize else "0"],
+def run(name, vectorize, optimizer="SGD"):
+    out = subprocess.run([sys.executable, "-c", SCRIPT, name, "1" if vectorize else "0", optimizer],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -58,5 +59,6 @@ def test_two_replicas_give_the_single_device_meta_gradient():
     assert result["single"][0] == result["multi"][0] == 2  # task_step counts meta-steps
 
 
-def test_two_replicas_vectorized_meta_sgd():
-    compare(run("MetaSGD", vectorize=True))
+def test_two_replicas_vectorized_meta_sgd_with_adam():
+    # Adam's slot variables must be created in the strategy's scope.
+    compare(run("MetaSGD", vectorize=True, optimizer="Adam"))
