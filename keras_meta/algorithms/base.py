@@ -308,7 +308,8 @@ class MetaLearner(keras.Model):
             optimizer: The outer (meta) optimizer. Defaults to `keras.optimizers.Adam(1e-3)`.
             loss: Loss on support and query sets. Defaults to the task family's `loss`.
             metrics: Query-set metrics (e.g. `["accuracy"]`). Defaults to the family's.
-            steps_per_execution: Meta-steps per compiled call.
+            steps_per_execution: Meta-steps per compiled call (1 under a multi-replica
+                strategy).
             run_eagerly: Run every meta-step eagerly (debugging; slow).
             jit_compile: Compile the meta-gradient with XLA. `"auto"` chooses per model
                 and device (XLA for dense models, never for convolutions on CPU).
@@ -316,6 +317,15 @@ class MetaLearner(keras.Model):
                 instead of looping. `"auto"` chooses per model and device.
         """
         check_positive_int(steps_per_execution, "steps_per_execution")
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if replicas > 1 and steps_per_execution > 1:
+            # Keras 3's multi-step loop fails under MirroredStrategy ("You must feed a value
+            # for placeholder tensor"), plain Keras models included: keras-team/keras#19246.
+            raise ValueError(
+                f"Expected steps_per_execution=1 under a distribution strategy with {replicas} "
+                "replicas (Keras 3 cannot run several steps per execution there). Received: "
+                f"steps_per_execution={steps_per_execution}"
+            )
         _check_choice(jit_compile, "jit_compile")
         _check_choice(vectorize, "vectorize")
         if jit_compile is True and vectorize is True:

@@ -38,7 +38,12 @@ SCRIPT = textwrap.dedent("""
         learner = build()
     assert learner.distribute_strategy.num_replicas_in_sync == 2
     multi = run(learner)
-    print(json.dumps({"single": single, "multi": multi}))
+    try:
+        learner.compile(steps_per_execution=2)
+        refused = ""
+    except ValueError as err:
+        refused = str(err)
+    print(json.dumps({"single": single, "multi": multi, "refused": refused}))
 """)
 
 
@@ -57,6 +62,10 @@ def compare(result):
 def test_two_replicas_give_the_single_device_meta_gradient():
     result = compare(run("MAML", vectorize=False))
     assert result["single"][0] == result["multi"][0] == 2  # task_step counts meta-steps
+    # Keras 3 fails to run several steps per execution under MirroredStrategy.
+    assert result["refused"] == ("Expected steps_per_execution=1 under a distribution strategy with 2 "
+                                 "replicas (Keras 3 cannot run several steps per execution there). "
+                                 "Received: steps_per_execution=2")
 
 
 def test_two_replicas_vectorized_meta_sgd_with_adam():
