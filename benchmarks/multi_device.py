@@ -41,13 +41,16 @@ def main():
 
     print(f"{len(devices)} x {kind} devices: {devices}")
     print(f"{'workload':<14} {'replicas':>8} {'meta-batch':>10} {'s/step':>9} {'steps/s':>8} {'vs 1':>6}")
+    # One strategy object per process: a second MirroredStrategy reuses the first one's
+    # collective instance keys, and their all-reduces collide.
+    strategies = (tf.distribute.OneDeviceStrategy(devices[0]), tf.distribute.MirroredStrategy(devices))
     for name in args.workloads.split(","):
         cfg = dict(WORKLOADS[name])
         # Divisible by every replica count compared.
         meta_batch = cfg["meta_batch"] - cfg["meta_batch"] % len(devices)
         steps = cfg["steps"] if cfg["kind"] == "sinusoid" else 4
         baseline = None
-        for strategy in (tf.distribute.OneDeviceStrategy(devices[0]), tf.distribute.MirroredStrategy(devices)):
+        for strategy in strategies:
             with strategy.scope():
                 model, tasks, _ = _build(cfg)
                 learner = km.MAML(model, inner_lr=cfg["inner_lr"], inner_steps=cfg["inner_steps"])
