@@ -7,6 +7,8 @@ alpha = 0.1, TRPO outer step (max KL 0.01); evaluation on held-out goals with al
     python benchmarks/maml_rl.py --quick                # a few iterations, small evaluation
     python benchmarks/maml_rl.py                        # full navigation run
     python benchmarks/maml_rl.py --env halfcheetah-dir --iterations 20
+    python benchmarks/maml_rl.py --env halfcheetah-dir --horizon 100 --iterations 100 --meta-batch-size 10 \
+        --episodes 10 --eval-tasks 20   # the RESULTS.md run
 """
 
 import argparse
@@ -28,6 +30,7 @@ def main():
     parser.add_argument("--meta-batch-size", type=int, default=None)
     parser.add_argument("--episodes", type=int, default=None)
     parser.add_argument("--eval-tasks", type=int, default=None)
+    parser.add_argument("--horizon", type=int, default=None, help="episode length (default: the env's)")
     parser.add_argument("--outer", default="trpo", choices=["trpo", "ppo"])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -36,12 +39,13 @@ def main():
     meta_batch = args.meta_batch_size or (20 if navigation else (10 if args.quick else 40))
     episodes = args.episodes or (20 if navigation else (10 if args.quick else 20))
     eval_tasks = args.eval_tasks or (10 if args.quick else 40)
-    env = ENVS[args.env]()
+    env = ENVS[args.env]() if args.horizon is None else ENVS[args.env](horizon=args.horizon)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     body = keras.Sequential([keras.Input((obs_dim,)), keras.layers.Dense(100, activation="relu"),
                              keras.layers.Dense(100, activation="relu"), keras.layers.Dense(act_dim)])
     learner = MAMLRL(GaussianPolicy(body, act_dim), env, inner_lr=0.1, outer=args.outer, seed=args.seed)
-    print(f"env={args.env} iterations={iterations} meta_batch={meta_batch} episodes={episodes} outer={args.outer}")
+    print(f"env={args.env} horizon={env.horizon} iterations={iterations} meta_batch={meta_batch} "
+          f"episodes={episodes} outer={args.outer}")
     start = time.perf_counter()
     for it in range(iterations):
         t0 = time.perf_counter()

@@ -8,18 +8,24 @@ reach additionally reports the Meta-World protocol (success rate and return afte
 adaptation episodes on the benchmark's held-out test tasks).
 
     python benchmarks/rl2.py --quick                  # a few iterations, small evaluation
-    python benchmarks/rl2.py --iterations 200         # longer navigation run
-    python benchmarks/rl2.py --ml1 --iterations 20    # also ML1 reach-v3 (needs metaworld)
+    python benchmarks/rl2.py --iterations 40 --rl2-iterations 200 --meta-batch-size 10 --episodes 10 \
+        --trials-per-task 4 --rl2-minibatches 4 --eval-tasks 10 --seeds 3   # the RESULTS.md run
+    python benchmarks/rl2.py --ml1 --skip-navigation --iterations 10   # ML1 reach-v3 only (needs metaworld)
+
+RL² is built with an initial action std equal to the action bound, a value-target
+`reward_scale` and, for navigation, policy `input_scale=(2, 10, 10, 1)`; without these it
+does not learn navigation at this budget (see benchmarks/RESULTS.md).
 """
 
 import argparse
+import math
 import time
 
 import keras
 
 from keras_meta import evaluation
-from keras_meta.rl import (MAMLRL, RL2, GaussianPolicy, MetaWorldML1, Navigation2D, meta_evaluate_episodes,
-                           metaworld_available)
+from keras_meta.rl import (MAMLRL, RL2, GaussianPolicy, MetaWorldML1, Navigation2D, RL2Policy,
+                           meta_evaluate_episodes, metaworld_available)
 
 
 def _maml_rl(env, horizon, seed):
@@ -29,22 +35,36 @@ def _maml_rl(env, horizon, seed):
     return MAMLRL(GaussianPolicy(body, act_dim), env, inner_lr=0.1, horizon=horizon, seed=seed)
 
 
-def _rl2(env, horizon, episodes_per_trial, seed):
-    return RL2(None, env, episodes_per_trial=episodes_per_trial, units=64, horizon=horizon, gamma=0.99,
-               gae_lambda=0.95, ppo_epochs=4, minibatches=2, optimizer=keras.optimizers.Adam(1e-3), seed=seed)
+def _rl2(env, horizon, args, reward_scale, input_scale):
+    # Initial std = the action bound (0.1 for navigation, 1 for Meta-World): with the
+    # default std 1 a navigation action is clipped noise and the mean barely matters.
+    bound = float(max(abs(env.action_space.low).max(), abs(env.action_space.high).max()))
+    policy = RL2Policy.for_env(env, units=args.rl2_units, hidden_units=tuple(args.rl2_hidden),
+                               log_std_init=math.log(bound), input_scale=input_scale)
+    return RL2(policy, env, episodes_per_trial=args.episodes_per_trial, horizon=horizon, gamma=0.99,
+               gae_lambda=0.95, ppo_epochs=args.rl2_ppo_epochs, minibatches=args.rl2_minibatches,
+               entropy_coef=args.rl2_entropy, reward_scale=reward_scale,
+               optimizer=keras.optimizers.Adam(args.rl2_lr), seed=args.seed)
 
 
 def _fmt(row):
     return f"{row['mean']:9.2f} ± {row['ci95']:6.2f}"
 
 
-def _run(name, env, eval_env, args, horizon):
+def _run(name, env, eval_env, args, horizon, reward_scale, input_scale):
     keras.utils.set_random_seed(args.seed)
-    learners = {"MAML-RL (TRPO)": _maml_rl(env, horizon, args.seed),
-                "RL2 (GRU-64, PPO)": _rl2(env, horizon, args.episodes_per_trial, args.seed)}
+    learners = {}
+    if not args.skip_maml:
+        learners["MAML-RL (TRPO)"] = _maml_rl(env, horizon, args.seed)
+    learners[f"RL2 (GRU-{args.rl2_units}, PPO)"] = _rl2(env, horizon, args, reward_scale, input_scale)
     seeds = list(range(args.seeds))
-    print(f"\n=== {name}: horizon {horizon}, {args.iterations} meta-iterations x {args.meta_batch_size} tasks, "
-          f"evaluation on {args.eval_tasks} held-out tasks x {len(seeds)} seeds ===")
+    print(f"\n=== {name}: horizon {horizon}, {args.iterations} (MAML-RL) / {args.rl2_iterations} (RL2) "
+          f"meta-iterations x {args.meta_batch_size} tasks, evaluation on {args.eval_tasks} held-out tasks x "
+          f"{len(seeds)} seeds ===")
+    print(f"RL2: lr {args.rl2_lr}, PPO epochs {args.rl2_ppo_epochs} x {args.rl2_minibatches} minibatches, "
+          f"{args.trials_per_task} trials/task, {args.episodes_per_trial} episodes/trial, reward_scale "
+          f"{reward_scale}, input_scale {input_scale}, entropy {args.rl2_entropy}, hidden {args.rl2_hidden}, "
+          f"initial std = action bound")
     summary = []
     for label, learner in learners.items():
         start = time.perf_counter()
@@ -53,8 +73,13 @@ def _run(name, env, eval_env, args, horizon):
                         episodes_per_task=args.episodes, verbose=0)
             budgets = [0, 1, 2]
         else:
-            learner.fit(epochs=1, steps_per_epoch=args.iterations, meta_batch_size=args.meta_batch_size,
-                        trials_per_task=args.trials_per_task, verbose=0)
+            for it in range(1, args.rl2_iterations + 1):
+                logs = learner.fit(epochs=1, steps_per_epoch=1, meta_batch_size=args.meta_batch_size,
+                                   trials_per_task=args.trials_per_task, verbose=0).history
+                if it == 1 or it % args.log_every == 0:
+                    print(f"  RL2 iter {it:4d}: episode returns first {logs['first_episode_return'][0]:8.2f} "
+                          f"last {logs['last_episode_return'][0]:8.2f}, kl {logs['kl'][0]:.4f}, "
+                          f"{time.perf_counter() - start:.0f} s", flush=True)
             budgets = list(range(args.episodes_per_trial))
         train_s = time.perf_counter() - start
         start = time.perf_counter()
@@ -65,7 +90,8 @@ def _run(name, env, eval_env, args, horizon):
         speed = {r["x"]: r for r in report.section("learning_speed")}
         gen = {r["x"]: r for r in report.section("generalization")}
         compute = {r["x"]: r["mean"] for r in report.section("compute")}
-        print(f"\n{label}: trained {args.iterations} iterations in {train_s:.1f} s, evaluated in {eval_s:.1f} s")
+        iterations = args.iterations if isinstance(learner, MAMLRL) else args.rl2_iterations
+        print(f"\n{label}: trained {iterations} iterations in {train_s:.1f} s, evaluated in {eval_s:.1f} s")
         print(f"  return after k {report.meta['budget_name']} (mean ± 95% CI over seeds):")
         for k, row in speed.items():
             print(f"    k={k}: {_fmt(row)}")
@@ -73,6 +99,10 @@ def _run(name, env, eval_env, args, horizon):
         print(f"  meta-steps/s {compute['meta_steps_per_second']:.3f}, adaptation latency "
               f"{compute['adaptation_latency_ms']:.0f} ms, peak RSS {compute['peak_rss_mb']:.0f} MB")
         summary.append((label, train_s, speed[budgets[0]], speed[budgets[-1]]))
+        if not isinstance(learner, MAMLRL):
+            det = learner.meta_evaluate(eval_env.sample_tasks(args.eval_tasks, seed=99), seed=0, deterministic=True)
+            print("  deterministic (mean action) return per trial episode: "
+                  + ", ".join(f"k={k}: {v:.2f}" for k, v in det.items()))
         if args.protocol:
             result = meta_evaluate_episodes(learner, eval_env, eval_env.sample_tasks(args.protocol_tasks, seed=99),
                                             adaptation_episodes=args.protocol_episodes, eval_episodes=1, seed=0)
@@ -98,14 +128,33 @@ def main():
     parser.add_argument("--ml1-horizon", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report-dir", default="runs/rl2_benchmark")
+    parser.add_argument("--skip-navigation", action="store_true", help="only Meta-World ML1 (with --ml1)")
+    parser.add_argument("--skip-maml", action="store_true", help="only RL2")
+    parser.add_argument("--rl2-iterations", type=int, default=None,
+                        help="RL2 PPO iterations (default: --iterations; 0: untrained)")
+    parser.add_argument("--rl2-lr", type=float, default=1e-3)
+    parser.add_argument("--rl2-units", type=int, default=64)
+    parser.add_argument("--rl2-hidden", type=int, nargs="*", default=[])
+    parser.add_argument("--rl2-ppo-epochs", type=int, default=4)
+    parser.add_argument("--rl2-minibatches", type=int, default=2)
+    parser.add_argument("--rl2-entropy", type=float, default=0.01)
+    parser.add_argument("--rl2-reward-scale", type=float, default=0.1, help="RL2 value-target scale, navigation")
+    parser.add_argument("--ml1-reward-scale", type=float, default=0.01, help="RL2 value-target scale, ML1")
+    parser.add_argument("--rl2-input-scale", type=float, nargs=4, default=[2.0, 10.0, 10.0, 1.0],
+                        help="RL2 policy input factors (observation, action, reward, done), navigation")
+    parser.add_argument("--ml1-input-scale", type=float, nargs=4, default=None, help="the same for ML1")
+    parser.add_argument("--log-every", type=int, default=10)
     args = parser.parse_args()
     args.iterations = args.iterations or (5 if args.quick else 100)
+    args.rl2_iterations = args.iterations if args.rl2_iterations is None else args.rl2_iterations
     args.meta_batch_size = args.meta_batch_size or (10 if args.quick else 20)
     args.episodes = args.episodes or (10 if args.quick else 20)
     args.trials_per_task = args.trials_per_task or (2 if args.quick else 4)
     args.eval_tasks = args.eval_tasks or (10 if args.quick else 40)
     args.protocol = False
-    _run("navigation", Navigation2D(horizon=args.horizon), Navigation2D(horizon=args.horizon), args, args.horizon)
+    if not args.skip_navigation:
+        _run("navigation", Navigation2D(horizon=args.horizon), Navigation2D(horizon=args.horizon), args, args.horizon,
+             args.rl2_reward_scale, args.rl2_input_scale)
     if args.ml1:
         ok, reason = metaworld_available()
         if not ok:
@@ -114,7 +163,7 @@ def main():
         args.protocol, args.protocol_tasks, args.protocol_episodes = True, min(args.eval_tasks, 5), (0, 1)
         train = MetaWorldML1("reach-v3", split="train", horizon=args.ml1_horizon)
         test = MetaWorldML1("reach-v3", split="test", horizon=args.ml1_horizon)
-        _run("ml1-reach", train, test, args, args.ml1_horizon)
+        _run("ml1-reach", train, test, args, args.ml1_horizon, args.ml1_reward_scale, args.ml1_input_scale)
 
 
 if __name__ == "__main__":

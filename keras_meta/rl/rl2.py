@@ -53,9 +53,16 @@ class RL2Policy(keras.Model):
         units: GRU state size.
         hidden_units: Sizes of tanh Dense layers applied before the GRU.
         log_std_init: Initial log-std of a Gaussian policy.
+        input_scale: None, or four factors `(observation, action, reward, done)` that
+            multiply the four parts of `x_t` at the start of `step` (so sampling and the
+            PPO unroll see the same inputs). Use them to bring the inputs to unit scale:
+            with small actions and rewards (2D navigation: actions within ±0.1, reward
+            changes of a few hundredths per step) the GRU barely sees the reward signal
+            it must adapt from; `(2, 10, 10, 1)` there is what made RL² learn it.
 
     Raises:
-        ValueError: Unless exactly one of `num_actions` and `action_dim` is given.
+        ValueError: Unless exactly one of `num_actions` and `action_dim` is given, or for
+            an `input_scale` that is not four finite numbers.
 
     Example:
 
@@ -68,7 +75,7 @@ class RL2Policy(keras.Model):
     """
 
     def __init__(self, observation_dim, num_actions=None, action_dim=None, units=64, hidden_units=(),
-                 log_std_init=0.0, **kwargs):
+                 log_std_init=0.0, input_scale=None, **kwargs):
         super().__init__(**kwargs)
         if (num_actions is None) == (action_dim is None):
             raise ValueError(
@@ -83,6 +90,16 @@ class RL2Policy(keras.Model):
         self.log_std_init = float(log_std_init)
         self.action_features = self.num_actions if self.discrete else self.action_dim
         self.input_dim = self.observation_dim + self.action_features + 2
+        if input_scale is None:
+            self.input_scale, self._input_factors = None, None
+        else:
+            factors = np.asarray(input_scale, np.float64).reshape(-1)
+            if factors.shape != (4,) or not np.all(np.isfinite(factors)):
+                raise ValueError("Expected `input_scale` to be None or four finite factors (observation, action, "
+                                 f"reward, done). Received: input_scale={input_scale!r}")
+            self.input_scale = tuple(float(f) for f in factors)
+            self._input_factors = tf.constant(np.repeat(factors, [self.observation_dim, self.action_features, 1, 1]),
+                                              tf.float32)
         self.encoder = [keras.layers.Dense(u, activation="tanh", name=f"encoder_{i}")
                         for i, u in enumerate(self.hidden_units)]
         self.cell = keras.layers.GRUCell(self.units, name="gru_cell")
@@ -97,13 +114,13 @@ class RL2Policy(keras.Model):
         self.built = True
 
     @classmethod
-    def for_env(cls, env, units=64, hidden_units=(), log_std_init=0.0):
+    def for_env(cls, env, units=64, hidden_units=(), log_std_init=0.0, input_scale=None):
         """A policy matching a gymnasium env's (or vector env's single) spaces.
 
         Args:
             env: A gymnasium env or vector env with a Box observation space and a
                 Discrete or Box action space.
-            units, hidden_units, log_std_init: As in the constructor.
+            units, hidden_units, log_std_init, input_scale: As in the constructor.
 
         Returns:
             An `RL2Policy`.
@@ -114,10 +131,11 @@ class RL2Policy(keras.Model):
         obs_space, act_space = _spaces(env)
         obs_dim = int(np.prod(obs_space.shape))
         if isinstance(act_space, spaces.Discrete):
-            return cls(obs_dim, num_actions=int(act_space.n), units=units, hidden_units=hidden_units)
+            return cls(obs_dim, num_actions=int(act_space.n), units=units, hidden_units=hidden_units,
+                       input_scale=input_scale)
         if isinstance(act_space, spaces.Box):
             return cls(obs_dim, action_dim=int(np.prod(act_space.shape)), units=units,
-                       hidden_units=hidden_units, log_std_init=log_std_init)
+                       hidden_units=hidden_units, log_std_init=log_std_init, input_scale=input_scale)
         raise TypeError("Expected a Discrete or Box action space. Received: action space of type "
                         f"{type(act_space).__name__}")
 
@@ -125,7 +143,8 @@ class RL2Policy(keras.Model):
         config = super().get_config()
         config.update(observation_dim=self.observation_dim, num_actions=self.num_actions,
                       action_dim=self.action_dim, units=self.units, hidden_units=list(self.hidden_units),
-                      log_std_init=self.log_std_init)
+                      log_std_init=self.log_std_init,
+                      input_scale=None if self.input_scale is None else list(self.input_scale))
         return config
 
     def get_initial_state(self, batch_size):
@@ -148,6 +167,8 @@ class RL2Policy(keras.Model):
             `concat([mean, log_std])`), values `[B]` and the next state `[B, units]`.
         """
         z = tf.cast(x, tf.float32)
+        if self._input_factors is not None:
+            z = z * self._input_factors
         for layer in self.encoder:
             z = layer(z)
         out, new_state = self.cell(z, state)
@@ -332,6 +353,11 @@ class RL2(RLLearner):
         value_coef, entropy_coef, max_grad_norm: Loss weights and gradient clipping.
         optimizer: Keras optimizer (default Adam(3e-3)).
         normalize_advantages: Standardise advantages over the batch.
+        reward_scale: Factor on the rewards seen by the value function: the value head
+            learns `reward_scale` times the returns (the advantages and the policy inputs
+            are unchanged, up to the standardisation). Below 1 for tasks whose trial
+            returns are large (e.g. 0.1 for 2D navigation, about -60 per trial), so the
+            value loss does not swamp the policy gradient under `max_grad_norm`.
         seed: Run seed; tasks and sampling noise derive from it.
 
     Attributes:
@@ -353,7 +379,8 @@ class RL2(RLLearner):
 
     def __init__(self, policy, env, episodes_per_trial=2, horizon=None, max_trial_steps=None, units=64,
                  gamma=0.99, gae_lambda=0.95, clip_ratio=0.2, ppo_epochs=4, minibatches=1, value_coef=0.5,
-                 entropy_coef=0.01, max_grad_norm=0.5, optimizer=None, normalize_advantages=True, seed=0):
+                 entropy_coef=0.01, max_grad_norm=0.5, optimizer=None, normalize_advantages=True, reward_scale=1.0,
+                 seed=0):
         functional.check_tensorflow_backend()
         if isinstance(episodes_per_trial, bool) or not isinstance(episodes_per_trial, (int, np.integer)) \
                 or episodes_per_trial < 1:
@@ -394,6 +421,9 @@ class RL2(RLLearner):
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.optimizer = optimizer or keras.optimizers.Adam(3e-3)
         self.normalize_advantages = bool(normalize_advantages)
+        self.reward_scale = float(reward_scale)
+        if not self.reward_scale > 0:
+            raise ValueError(f"Expected `reward_scale` > 0. Received: reward_scale={reward_scale!r}")
         self.seed = int(seed)
         self._venvs = {}
         self.training_state = TrainingState(self.policy, self.optimizer)
@@ -505,10 +535,12 @@ class RL2(RLLearner):
         inputs, resets = trial_inputs(self.policy, d)
         dist, values = self._unroll_fn(tf.constant(inputs), tf.constant(resets))
         shape = d["masks"].shape
-        values = values.numpy().reshape(shape).astype(np.float32)
+        # The value head predicts scaled returns; GAE runs in reward units.
+        values = (values.numpy().reshape(shape) / self.reward_scale).astype(np.float32)
         # A trial's end is terminal for RL²: nothing of the task follows it.
         adv, returns = buffer.gae(values, np.zeros(shape, np.float32), self.gamma, self.gae_lambda,
                                   trial_level=True)
+        returns = (returns * self.reward_scale).astype(np.float32)
         masks = np.asarray(d["masks"], np.float32)
         if self.normalize_advantages:
             count = max(masks.sum(), 1.0)
