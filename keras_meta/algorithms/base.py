@@ -180,6 +180,18 @@ def _steps_done_in_interrupted_epoch(callbacks):
     return 0
 
 
+def _without_autotune(dataset):
+    """`dataset` with tf.data autotuning off, for the learner's own in-memory pipelines.
+
+    They have nothing to tune, and the autotune thread sleeps in doubling periods (10 ms,
+    20 ms, ...): deleting the iterator at the end of `fit` could wait for its next wake-up,
+    seconds after the last step (measured: 5.1 s instead of 3.1 s for a 4-step fit).
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 def summarize(per_task):
     """Means over tasks and 95% confidence half-widths, `1.96 * std / sqrt(n)`."""
     out = {}
@@ -719,7 +731,7 @@ class MetaLearner(keras.Model):
     def _validation_dataset(self, tasks, meta_batch_size, batches, seed):
         batch_list = [tasks.sample(meta_batch_size, step_seed(seed, b)) for b in range(batches)]
         stacked = TaskBatch(*(np.stack(f) for f in zip(*batch_list)))
-        return tf.data.Dataset.from_tensor_slices(stacked)
+        return _without_autotune(tf.data.Dataset.from_tensor_slices(stacked))
 
     @staticmethod
     def _pool_dataset(pool, meta_batch_size, seed):
@@ -729,7 +741,7 @@ class MetaLearner(keras.Model):
                 f"Expected `meta_batch_size` <= the number of tasks in the TaskBatch "
                 f"({num_tasks}). Received: meta_batch_size={meta_batch_size}"
             )
-        return (
+        return _without_autotune(
             tf.data.Dataset.from_tensor_slices(pool)
             .shuffle(num_tasks, seed=seed % 2**31, reshuffle_each_iteration=True)
             .batch(meta_batch_size, drop_remainder=True)
@@ -753,7 +765,7 @@ class MetaLearner(keras.Model):
                     f"of the distribution strategy. Received: meta_batch_size={meta_batch_size}"
                 )
             dummy = tf.data.Dataset.from_tensors(tf.zeros((replicas,), tf.int8)).repeat()
-            return dummy, example
+            return _without_autotune(dummy), example
         if isinstance(tasks, tf.data.Dataset):
             spec = tasks.element_spec
             try:

@@ -96,6 +96,19 @@ def test_dataset_and_task_pool_inputs():
     assert int(learner.task_step.numpy()) == 3
 
 
+def test_own_input_pipelines_do_not_autotune():
+    # tf.data's autotune thread could hold up the end of every fit by seconds (see
+    # keras_meta.algorithms.base._without_autotune); user datasets keep their options.
+    learner = LEARNERS["maml"](mlp())
+    learner.compile(loss="mse")
+    for tasks in (TASKS, TASKS.sample(8, 0)):
+        source, _ = learner._prepare_source(tasks, meta_batch_size=4, seed=0)
+        assert source.options().autotune.enabled is False
+    assert learner._validation_dataset(TASKS, 4, 2, 0).options().autotune.enabled is False
+    user = tf.data.Dataset.from_tensors(TASKS.sample(4, 0)).repeat()
+    assert learner._prepare_source(user, meta_batch_size=4, seed=0)[0] is user
+
+
 def test_steps_per_execution_matches_single_steps():
     single, _ = trained("maml", steps=6)
     learner = LEARNERS["maml"](mlp())
