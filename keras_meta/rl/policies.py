@@ -97,6 +97,7 @@ class _Policy(keras.Model):
         return self
 
 
+@keras.saving.register_keras_serializable(package="keras_meta")
 class GaussianPolicy(_Policy):
     """Diagonal Gaussian policy `a ~ N(mu(s), diag(exp(log_std)^2))`.
 
@@ -191,6 +192,7 @@ class GaussianPolicy(_Policy):
         return self.mode_from_dist(self.dist_params(params, obs))
 
 
+@keras.saving.register_keras_serializable(package="keras_meta")
 class CategoricalPolicy(_Policy):
     """Categorical policy over `num_actions` discrete actions with logits `body(s)`.
 

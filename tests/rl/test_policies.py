@@ -64,3 +64,20 @@ def test_categorical_policy():
     samples = policy.sample(None, tf.repeat(obs[:1], 20000, axis=0), seed=[2, 3]).numpy()
     np.testing.assert_allclose(np.bincount(samples, minlength=3) / 20000, np.exp(logp[0]), atol=0.02)
     np.testing.assert_array_equal(policy.mode(None, obs), logits.argmax(-1))
+
+
+def test_keras_file_round_trip_keeps_distributions_and_samples(tmp_path):
+    body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    policies = [_gaussian(), _gaussian(std_head=True), CategoricalPolicy(body, 3).build_for(2)]
+    for i, policy in enumerate(policies):
+        # Move off the initial weights so a reload from config alone would differ.
+        for variable in policy.trainable_variables:
+            variable.assign(variable + 0.3)
+        path = tmp_path / f"policy_{i}.keras"
+        policy.save(path)
+        loaded = keras.saving.load_model(path)
+        assert type(loaded) is type(policy)
+        obs = tf.random.stateless_normal([4, policy.body.inputs[0].shape[-1]], seed=[i, 1])
+        for a, b in zip(tf.nest.flatten(loaded.distribution(None, obs)), tf.nest.flatten(policy.distribution(None, obs))):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(loaded.sample(None, obs, seed=[2, 3]), policy.sample(None, obs, seed=[2, 3]))
