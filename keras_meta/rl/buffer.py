@@ -5,6 +5,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
 from keras_meta import _core
+from keras_meta.tasks.base import check_positive_int
 
 
 def _autoreset_mode(mode):
@@ -20,14 +21,6 @@ def _autoreset_mode(mode):
                 "Expected `autoreset_mode` to be a gymnasium.vector.AutoresetMode. "
                 f"Received: autoreset_mode={mode!r}"
             ) from None
-
-
-def _positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"Expected `{name}` to be a positive integer. Received: {name}={value!r}")
-    if value <= 0:
-        raise ValueError(f"Expected `{name}` to be a positive integer. Received: {name}={value!r}")
-    return int(value)
 
 
 def _shape(value, name):
@@ -99,12 +92,12 @@ class RolloutBuffer:
                 "autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP (or SAME_STEP), or call "
                 "keras_meta._core.RolloutBuffer.add with an explicit `valid` mask."
             )
-        num_tasks = _positive_int(num_tasks, "num_tasks")
-        num_envs = _positive_int(num_envs, "num_envs")
-        horizon = _positive_int(horizon, "horizon")
-        episodes_per_trial = _positive_int(episodes_per_trial, "episodes_per_trial")
+        num_tasks = check_positive_int(num_tasks, "num_tasks")
+        num_envs = check_positive_int(num_envs, "num_envs")
+        horizon = check_positive_int(horizon, "horizon")
+        episodes_per_trial = check_positive_int(episodes_per_trial, "episodes_per_trial")
         if max_episodes_per_env is not None:
-            max_episodes_per_env = _positive_int(max_episodes_per_env, "max_episodes_per_env")
+            max_episodes_per_env = check_positive_int(max_episodes_per_env, "max_episodes_per_env")
         self.autoreset_mode = mode
         self.observation_shape = _shape(observation_shape, "observation_shape")
         self.action_shape = () if discrete else _shape(action_shape, "action_shape")
