@@ -9,7 +9,6 @@ Every task environment implements the task interface:
 Tasks are small dicts of NumPy values, so they can be logged and pickled.
 """
 
-import contextlib
 import functools
 
 import numpy as np
@@ -124,28 +123,28 @@ class _LocatedErrors(gymnasium.Wrapper):
         # A seeded reset starts a collection; an autoreset (no seed) its next episode.
         self._episode = 0 if seed is not None else self._episode + 1
         self._step = 0
-        with self._located("reset"):
+        try:
             return self.env.reset(seed=seed, options=options)
+        except Exception as err:
+            raise self._located("reset", err) from err
 
     def step(self, action):
-        with self._located(f"step {self._step}"):
+        # A plain try, not a context manager: this runs once per sub-environment step.
+        try:
             out = self.env.step(action)
+        except Exception as err:
+            raise self._located(f"step {self._step}", err) from err
         self._step += 1
         return out
 
-    @contextlib.contextmanager
-    def _located(self, what):
+    def _located(self, what, err):
         try:
-            yield
-        except Exception as err:
-            try:
-                task = repr(_find_attr(self.env, "get_task")())
-            except Exception:  # The env may be too broken to report its task.
-                task = "<unavailable>"
-            raise RuntimeError(
-                f"Expected the task environment to complete {what} of episode {self._episode} "
-                f"(sub-environment {self.index}, task={task}). Received: {type(err).__name__}: {err}"
-            ) from err
+            task = repr(_find_attr(self.env, "get_task")())
+        except Exception:  # The env may be too broken to report its task.
+            task = "<unavailable>"
+        return RuntimeError(
+            f"Expected the task environment to complete {what} of episode {self._episode} "
+            f"(sub-environment {self.index}, task={task}). Received: {type(err).__name__}: {err}")
 
 
 class TaskEnv:
