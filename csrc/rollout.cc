@@ -1,13 +1,14 @@
 // Rollout storage for meta-RL: one row per (task, env), `horizon` preallocated steps per
 // row. Storage is NumPy-owned so extraction hands out read-only views, never copies.
-// Returns and GAE are computed row by row in double precision; the NumPy twin in
-// keras_meta/_twin/rollout.py follows the same recursion.
+// Returns and GAE come from discount.h; the NumPy twin in keras_meta/_twin/rollout.py
+// follows the same recursion.
 #include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "checks.h"
+#include "discount.h"
 #include "modules.h"
 
 namespace keras_meta {
@@ -181,43 +182,8 @@ class RolloutBuffer {
     }
   }
 
-  // Shared backward recursion. `lam` < 0 selects plain discounted returns (no values).
-  void backward(const float* values, const float* next_values, double gamma, double lam, bool trial_level,
-                float* adv_out, float* ret_out) const {
-    const float* r = rew_.data();
-    const bool *te = term_.data(), *tr = trunc_.data();
-    const int32_t* ep = episode_.data();
-    const int64_t* len = len_.data();
-    for (int64_t row = 0; row < T_ * E_; ++row) {
-      const int64_t n = len[row], base = row * H_;
-      double carry = 0.0;  // GAE: next advantage; returns: next return
-      for (int64_t t = n - 1; t >= 0; --t) {
-        const int64_t i = base + t;
-        const bool last = t == n - 1;
-        const bool done = te[i] || tr[i];
-        // Within a trial an episode end is not a boundary (RL²): the trial continues.
-        const bool through = trial_level && done && !last && (ep[i] / per_trial_) == (ep[i + 1] / per_trial_);
-        double next_value;
-        bool cut;
-        if (through || (!done && !last)) {
-          next_value = values ? values[i + 1] : 0.0;
-          cut = false;
-        } else {
-          next_value = te[i] ? 0.0 : (next_values ? static_cast<double>(next_values[i]) : 0.0);
-          cut = true;
-        }
-        if (lam < 0) {
-          carry = static_cast<double>(r[i]) + gamma * (cut ? next_value : carry);
-          ret_out[i] = static_cast<float>(carry);
-        } else {
-          const double v = values[i];
-          const double delta = static_cast<double>(r[i]) + gamma * next_value - v;
-          carry = delta + (cut ? 0.0 : gamma * lam * carry);
-          adv_out[i] = static_cast<float>(carry);
-          ret_out[i] = static_cast<float>(carry + v);
-        }
-      }
-    }
+  RolloutRows rows() const {
+    return {T_ * E_, H_, len_.data(), rew_.data(), term_.data(), trunc_.data(), trial_.data()};
   }
 
   py::tuple gae(const py::handle& values_h, const py::handle& next_values_h, double gamma, double lam,
@@ -227,13 +193,12 @@ class RolloutBuffer {
     require_shape(values, {T_, E_, H_}, "values");
     auto next_values = exact_array<float>(next_values_h, "next_values");
     require_shape(next_values, {T_, E_, H_}, "next_values");
-    auto adv = zeros<float>({T_, E_, H_});
-    auto ret = zeros<float>({T_, E_, H_});
+    FloatArray adv({T_, E_, H_}), ret({T_, E_, H_});
     const float *v = values.data(), *nv = next_values.data();
     float *a = adv.mutable_data(), *r = ret.mutable_data();
     {
       py::gil_scoped_release release;
-      backward(v, nv, gamma, lam, trial_level, a, r);
+      discounted_backward(rows(), v, nv, gamma, lam, trial_level, a, r);
     }
     return py::make_tuple(adv, ret);
   }
@@ -246,12 +211,12 @@ class RolloutBuffer {
       next_values = exact_array<float>(next_values_h, "next_values");
       require_shape(next_values, {T_, E_, H_}, "next_values");
     }
-    auto ret = zeros<float>({T_, E_, H_});
+    FloatArray ret({T_, E_, H_});
     const float* nv = has ? next_values.data() : nullptr;
     float* r = ret.mutable_data();
     {
       py::gil_scoped_release release;
-      backward(nullptr, nv, gamma, -1.0, trial_level, nullptr, r);
+      discounted_backward(rows(), nullptr, nv, gamma, 1.0, trial_level, nullptr, r);
     }
     return ret;
   }
@@ -325,6 +290,9 @@ void register_rollout(py::module_& m) {
       .def_property_readonly("discrete", &RolloutBuffer::discrete)
       .def_property_readonly("episodes_per_trial", &RolloutBuffer::episodes_per_trial)
       .def("__len__", &RolloutBuffer::size);
+  // Lets the tests run both kernels of discount.cc on a CPU that has AVX-512.
+  m.def("_simd_backward_enabled", &simd_backward_enabled);
+  m.def("_set_simd_backward", &set_simd_backward, py::arg("enabled"));
 }
 
 }  // namespace keras_meta
