@@ -238,7 +238,15 @@ def driver_adapt(learner, env, task, episodes=20, steps=1, seed=0):
 
     Returns:
         The adapted policy (a Keras model).
+
+    Raises:
+        ValueError: If the learner rescales actions (`rescale_actions=True`): the TF-Agents
+            environment receives the policy's actions as they are.
     """
+    if getattr(learner, "rescale_actions", False):
+        raise ValueError("Expected a learner whose policy acts in the env's units (rescale_actions=False); "
+                         "TF-Agents drivers pass the policy's actions to the env unchanged. "
+                         "Received: learner with rescale_actions=True")
     env.pyenv.envs[0].set_task(task)
     theta = learner.policy.weights_list()
     current, batches = learner.policy, []

@@ -87,7 +87,9 @@ def vector_task_env(env, n, horizon, autoreset_mode):
         TypeError: If `env` can neither be cloned nor remade.
     """
     if isinstance(env, (Navigation2D, BatchedNavigation2D)):
-        return BatchedNavigation2D(n, horizon=horizon)
+        config = (env._proto if isinstance(env, BatchedNavigation2D) else env)._config
+        return BatchedNavigation2D(n, horizon=horizon, max_action=config["max_action"],
+                                   goal_tolerance=config["goal_tolerance"])
     factory = getattr(env, "_factory", None) or getattr(env, "clone", None)
     if factory is None:
         raise TypeError(

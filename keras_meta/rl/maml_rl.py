@@ -114,8 +114,10 @@ class MAMLRL(RLLearner):
 
     differentiated through the inner updates (second order unless `first_order`).
 
-    - TRPO (default): `s = F^{-1} g` by conjugate gradient with Hessian-vector products
-      of the mean KL(pi_old || pi_{phi(theta)}) over tasks, `theta <- theta - beta s` with
+    - TRPO (default): `s = F^{-1} g` by conjugate gradient with products `F v`, F the
+      Hessian of the mean KL(pi_old || pi_{phi(theta)}) over tasks, computed as
+      `J^T H_kl J v` (J: Jacobian of the distribution parameters through the inner
+      updates), `theta <- theta - beta s` with
       `beta = sqrt(2 max_kl / s^T F s)` shrunk by `ls_backtrack` until the surrogate
       decreases and the mean KL is at most `max_kl`.
     - PPO / ProMP-style: `ppo_epochs` optimizer steps on the clipped objective
@@ -132,6 +134,12 @@ class MAMLRL(RLLearner):
         max_kl, cg_iters, cg_damping, ls_backtrack, ls_max_steps: TRPO settings.
         clip_ratio, ppo_epochs, optimizer: PPO settings (optimizer defaults to Adam(1e-3)).
         first_order: Drop second-order terms of the inner update.
+        rescale_actions: Continuous actions are in policy units: `a` is clipped to [-1, 1]
+            and mapped affinely onto the env's Box bounds, `low + (a + 1) (high - low) / 2`
+            (rllab's `normalize`, which the MAML paper's experiments ran under). Otherwise
+            actions are in env units and clipped to the bounds. The policy's log-probabilities
+            are always those of the unclipped policy-unit actions; adapted policies act in
+            the same units.
         normalize_advantages: Standardise advantages per task (rllab's `center_adv`).
         horizon: Episode length (default: the env's `horizon`).
         seed: Run seed; tasks and sampling noise derive from it.
@@ -150,7 +158,8 @@ class MAMLRL(RLLearner):
 
     def __init__(self, policy, env, inner_lr=0.1, inner_steps=1, outer="trpo", gamma=0.99, gae_lambda=1.0,
                  max_kl=0.01, cg_iters=10, cg_damping=1e-5, ls_backtrack=0.8, ls_max_steps=15, clip_ratio=0.2,
-                 ppo_epochs=5, optimizer=None, first_order=False, normalize_advantages=True, horizon=None, seed=0):
+                 ppo_epochs=5, optimizer=None, first_order=False, rescale_actions=False, normalize_advantages=True,
+                 horizon=None, seed=0):
         functional.check_tensorflow_backend()
         if outer not in ("trpo", "ppo"):
             raise ValueError(f"Expected `outer` to be 'trpo' or 'ppo'. Received: outer={outer!r}")
@@ -172,6 +181,11 @@ class MAMLRL(RLLearner):
         self.observation_shape = obs_space.shape
         self._action_low = None if policy.discrete else act_space.low
         self._action_high = None if policy.discrete else act_space.high
+        self.rescale_actions = bool(rescale_actions)
+        if self.rescale_actions and (policy.discrete or not (np.isfinite(act_space.low).all()
+                                                             and np.isfinite(act_space.high).all())):
+            raise ValueError("Expected a continuous action space with finite bounds for `rescale_actions=True`. "
+                             f"Received: action_space={act_space}")
         if not getattr(policy, "built", False) or not hasattr(policy, "observation_dim"):
             policy.build_for(int(np.prod(self.observation_shape)))
         self._venvs = {}
@@ -182,7 +196,7 @@ class MAMLRL(RLLearner):
         self._dist_fn = tf.function(self._dist_all)
         self._terms_fn = tf.function(self._outer_terms)
         self._grad_fn = tf.function(self._surrogate_grad)
-        self._hvp_fn = tf.function(self._hvp)
+        self._fvp_fn = tf.function(self._fvp)
         self._ppo_fn = tf.function(self._ppo_step)
         self._baseline_fn = tf.function(self.baseline.fit_predict)
 
@@ -215,16 +229,30 @@ class MAMLRL(RLLearner):
         m = batch.masks[t]
         return -tf.reduce_sum(log_p * batch.advantages[t] * m) / tf.maximum(tf.reduce_sum(m), 1.0)
 
-    def _adapt_task(self, theta, batches, t):
+    def _adapt_task(self, theta, batches, t, step_sizes=None):
+        update = self._update if step_sizes is None else inner.per_step_sgd(step_sizes)
         fast = list(theta)
         for step, batch in enumerate(batches):
             _, grads = inner.gradients(lambda p, b=batch: self._inner_loss(p, b, t), fast, self.first_order)
-            fast = self._update(step, fast, grads)
+            fast = update(step, fast, grads)
         return fast
 
-    def _adapt_all(self, theta, batches):
-        per_task = [self._adapt_task(theta, batches, t) for t in range(batches[0].masks.shape[0])]
+    def _adapt_all(self, theta, batches, step_sizes=None):
+        per_task = [self._adapt_task(theta, batches, t, step_sizes) for t in range(batches[0].masks.shape[0])]
         return [tf.stack(ws) for ws in zip(*per_task)]
+
+    def _step_sizes(self, inner_lrs, steps):
+        """Per-step adaptation step sizes as a float tensor of length `steps`, checked."""
+        if inner_lrs is None:
+            return tf.fill([steps], self.inner_lr)
+        try:
+            lrs = [float(lr) for lr in inner_lrs]
+        except (TypeError, ValueError):
+            lrs = None
+        if lrs is None or len(lrs) < steps or not all(math.isfinite(lr) and lr > 0 for lr in lrs):
+            raise ValueError(f"Expected `inner_lrs` to hold at least {steps} positive step sizes, one per "
+                             f"adaptation step. Received: inner_lrs={inner_lrs!r}")
+        return tf.constant(lrs[:steps], tf.float32)
 
     def _act(self, stacked, obs, seed, deterministic):
         actions = []
@@ -283,18 +311,33 @@ class MAMLRL(RLLearner):
                               outer.masks.shape[0], [zero, zero] + list(theta))
         return out[0], out[1], out[2:]
 
-    def _task_hvp(self, theta, vector, batches, outer, old_dist, t):
-        with tf.GradientTape(watch_accessed_variables=False) as outer_tape:
-            outer_tape.watch(theta)
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(theta)
-                _, kl = self._task_terms(theta, batches, outer, old_dist, t)
-            grads = tape.gradient(kl, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vector)])
-        return outer_tape.gradient(dot, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    def _task_fvp(self, theta, vector, batches, outer, old_dist, t):
+        """`F v` for task `t`: the Hessian of its mean KL(pi_old || pi_phi(theta)) at theta
+        times `vector`, in Gauss-Newton form `J^T H_kl J v` (exact where old = new, since
+        the KL's gradient in distribution parameters vanishes there). `J v` comes from a
+        forward accumulator and `J^T u` from one reverse pass, so the adaptation is
+        differentiated once less than in a reverse-over-reverse Hessian-vector product."""
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(theta)
+            with tf.autodiff.ForwardAccumulator(theta, vector) as acc:
+                dist = self.policy.dist_params(self._adapt_task(theta, batches, t), outer.observations[t])
+        jv = acc.jvp(dist, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        m = outer.masks[t]
+        n = tf.maximum(tf.reduce_sum(m), 1.0)
+        # H_kl J v: the KL's Hessian in distribution-parameter space at new = old.
+        at_old = tf.identity(old_dist[t])
+        with tf.GradientTape() as outer_kl:
+            outer_kl.watch(at_old)
+            with tf.GradientTape() as inner_kl:
+                inner_kl.watch(at_old)
+                kl = tf.reduce_sum(self.policy.kl_from_dist(old_dist[t], at_old) * m) / n
+            directional = tf.reduce_sum(inner_kl.gradient(kl, at_old) * jv)
+        metric_jv = outer_kl.gradient(directional, at_old)
+        return tape.gradient(dist, theta, output_gradients=tf.stop_gradient(metric_jv),
+                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
-    def _hvp(self, theta, vector, batches, outer, old_dist):
-        return self._task_mean(lambda t: self._task_hvp(theta, vector, batches, outer, old_dist, t),
+    def _fvp(self, theta, vector, batches, outer, old_dist):
+        return self._task_mean(lambda t: self._task_fvp(theta, vector, batches, outer, old_dist, t),
                                outer.masks.shape[0], list(theta))
 
     def _ppo_step(self, batches, outer, old_dist):
@@ -324,15 +367,23 @@ class MAMLRL(RLLearner):
             obs_t = tf.constant(np.asarray(obs, np.float32).reshape((num_tasks, episodes, -1)))
             actions = self._act_fn(stacked, obs_t, tf.constant([step_seed, h], tf.int64), deterministic).numpy()
             flat_actions = actions.reshape((num_tasks * episodes,) + actions.shape[2:])
-            env_actions = flat_actions
-            if self._action_low is not None:
-                env_actions = np.clip(flat_actions, self._action_low, self._action_high)
+            env_actions = self.env_actions(flat_actions)
             nxt, rewards, terminated, truncated, infos = venv.step(env_actions)
             buffer.add(obs, flat_actions, rewards, terminated, truncated, nxt, infos)
             obs = nxt
             if buffer.finished:
                 break
         return buffer
+
+    def env_actions(self, actions):
+        """What the env receives for policy actions `actions` (NumPy, `[..., action_dim]`):
+        clipped to the env's bounds, or mapped onto them with `rescale_actions`."""
+        if self._action_low is None:
+            return actions
+        low, high = self._action_low, self._action_high
+        if self.rescale_actions:
+            return (low + (np.clip(actions, -1.0, 1.0) + 1.0) * 0.5 * (high - low)).astype(actions.dtype)
+        return np.clip(actions, low, high)
 
     def process(self, buffer):
         """Baseline fit, GAE and per-task advantage normalisation of a filled buffer.
@@ -390,7 +441,7 @@ class MAMLRL(RLLearner):
         g = _flat(grads)
 
         def fvp(v):
-            return _flat(self._hvp_fn(theta, _unflat(v, theta), batches, outer, old_dist)) + self.cg_damping * v
+            return _flat(self._fvp_fn(theta, _unflat(v, theta), batches, outer, old_dist)) + self.cg_damping * v
 
         direction = conjugate_gradient(fvp, g, self.cg_iters)
         shs = tf.tensordot(direction, fvp(direction), 1)
@@ -436,7 +487,7 @@ class MAMLRL(RLLearner):
                          steps_per_epoch, callbacks, verbose)
 
     # ----------------------------------------------------------------- adaptation
-    def adapt(self, env=None, task=None, episodes=20, steps=1, seed=0):
+    def adapt(self, env=None, task=None, episodes=20, steps=1, seed=0, inner_lrs=None):
         """Adapts the policy to `task` with `steps` policy-gradient steps.
 
         Args:
@@ -445,10 +496,13 @@ class MAMLRL(RLLearner):
             episodes: Episodes sampled per inner step.
             steps: Number of inner steps.
             seed: Sampling seed.
+            inner_lrs: Step size of each adaptation step (default: `inner_lr` for all). The
+                MAML paper evaluates with `(alpha, alpha / 2, alpha / 2, ...)`.
 
         Returns:
             A new policy (Keras model) holding the adapted weights; the meta-weights are untouched.
         """
+        step_sizes = self._step_sizes(inner_lrs, steps)
         env = self.env if env is None else self._task_env(env)
         task = _find_attr(env, "get_task")() if task is None else task
         theta = self.policy.weights_list()
@@ -456,10 +510,10 @@ class MAMLRL(RLLearner):
         for k in range(steps):
             buffer = self.collect(stacked, [task], episodes, self._seed(seed, 3, k), env=env)
             batches.append(self.process(buffer))
-            stacked = self._adapt_fn(theta, batches)
+            stacked = self._adapt_fn(theta, batches, step_sizes[:k + 1])
         return self.policy.adapted([w[0] for w in stacked])
 
-    def meta_evaluate(self, tasks, steps=(0, 1, 2, 3), episodes=20, seed=0):
+    def meta_evaluate(self, tasks, steps=(0, 1, 2, 3), episodes=20, seed=0, inner_lrs=None):
         """Mean undiscounted return after each number of adaptation steps on `tasks`.
 
         Args:
@@ -467,11 +521,13 @@ class MAMLRL(RLLearner):
             steps: Step counts to report.
             episodes: Episodes per task and step.
             seed: Sampling seed.
+            inner_lrs: Step size of each adaptation step (default: `inner_lr` for all).
 
         Returns:
             A dict `{steps: mean return}`.
         """
         steps = sorted(int(s) for s in steps)
+        step_sizes = self._step_sizes(inner_lrs, steps[-1])
         theta = self.policy.weights_list()
         stacked, batches, results = self._tile(theta, len(tasks)), [], {}
         for k in range(steps[-1] + 1):
@@ -481,5 +537,5 @@ class MAMLRL(RLLearner):
             if k == steps[-1]:
                 break
             batches.append(self.process(buffer))
-            stacked = self._adapt_fn(theta, batches)
+            stacked = self._adapt_fn(theta, batches, step_sizes[:k + 1])
         return results

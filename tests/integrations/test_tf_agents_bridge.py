@@ -62,6 +62,12 @@ def test_driver_collects_with_bridged_policy_and_adapts():
         np.testing.assert_array_equal(w, m)
 
 
+def test_driver_adapt_refuses_rescaled_actions():
+    learner = MAMLRL(_learner().policy, Navigation2D(horizon=8), rescale_actions=True)
+    with pytest.raises(ValueError, match="Received: learner with rescale_actions=True"):
+        kmtfa.driver_adapt(learner, kmtfa.tf_env(Navigation2D(horizon=8)), Navigation2D().sample_tasks(1, seed=4)[0])
+
+
 class FaultyNavigation(Navigation2D):
     """Raises on the third step after construction, as a crashing simulator would."""
 

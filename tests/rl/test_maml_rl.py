@@ -1,3 +1,4 @@
+import gymnasium
 import keras
 import numpy as np
 import pytest
@@ -46,6 +47,28 @@ def test_meta_gradient_matches_float64_finite_differences():
     assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(grads, fo)) > 1e-4
 
 
+def test_fisher_vector_product_equals_the_kl_hessian_through_the_inner_step():
+    learner = _learner("float64", inner_lr=0.5)
+    inner_batch, outer = _fixed_batch(0, tf.float64), _fixed_batch(1, tf.float64)
+    theta = learner.policy.weights_list()
+    batches = [inner_batch]
+    old_dist = learner._dist_all(learner._adapt_all(theta, batches), outer.observations)
+    rng = np.random.default_rng(7)
+    vector = [tf.constant(rng.normal(size=w.shape)) for w in theta]
+    # Reference: reverse-over-reverse Hessian-vector product of the mean KL over tasks.
+    with tf.GradientTape() as outer_tape:
+        outer_tape.watch(theta)
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            kl = tf.add_n([learner._task_terms(theta, batches, outer, old_dist, t)[1] for t in range(2)]) / 2.0
+        dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(tape.gradient(kl, theta), vector)])
+    expected = outer_tape.gradient(dot, theta)
+    got = learner._fvp(theta, vector, batches, outer, old_dist)
+    assert max(float(tf.reduce_max(tf.abs(e))) for e in expected) > 1e-2
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-9, atol=1e-12)
+
+
 def test_trpo_step_lowers_surrogate_within_kl_bound():
     learner = _learner(max_kl=0.01)
     tasks = learner.env.sample_tasks(2, seed=0)
@@ -90,3 +113,55 @@ def test_fit_history_callbacks_adapt_and_meta_evaluate():
     assert set(results) == {0, 1} and all(-1000 < v < 0 for v in results.values())
     # Same seed, same numbers: sampling is reproducible.
     assert learner.meta_evaluate([task], steps=[0, 1], episodes=3) == results
+
+
+@pytest.mark.parametrize("rescale_actions", [False, True])
+def test_collect_maps_policy_actions_onto_the_env_bounds(rescale_actions):
+    # max_action 0.2 also checks that the batched navigation keeps the env's own settings.
+    body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    learner = MAMLRL(GaussianPolicy(body, 2, log_std_init=0.5), Navigation2D(horizon=4, max_action=0.2), seed=1,
+                     rescale_actions=rescale_actions)
+    tasks = learner.env.sample_tasks(2, seed=0)
+    buffer = learner.collect(learner._tile(learner.policy.weights_list(), 2), tasks, 3, seed=5)
+    d = buffer.data()
+    actions = d["actions"].astype(np.float64)
+    assert np.abs(actions).max() > 1.0  # std e^0.5: some actions fall outside both ranges
+    moved = d["next_observations"] - d["observations"]
+    expected = 0.2 * np.clip(actions, -1.0, 1.0) if rescale_actions else np.clip(actions, -0.2, 0.2)
+    np.testing.assert_allclose(moved, expected, atol=1e-6)
+
+
+def test_rescale_actions_needs_finite_continuous_bounds():
+    body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="finite bounds for `rescale_actions=True`. Received: action_space="):
+        MAMLRL(GaussianPolicy(body, 2), _UnboundedNavigation(), rescale_actions=True)
+
+
+class _UnboundedNavigation(Navigation2D):
+    def __init__(self):
+        super().__init__(horizon=4)
+        self.action_space = gymnasium.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+
+
+def test_per_step_adaptation_step_sizes():
+    learner = _learner()
+    task = learner.env.sample_tasks(1, seed=4)[0]
+    default = learner.meta_evaluate([task], steps=[0, 1, 2], episodes=3)
+    # Equal sizes reproduce the default; the first step's size decides step 1 alone.
+    assert learner.meta_evaluate([task], steps=[0, 1, 2], episodes=3, inner_lrs=[0.1, 0.1]) == default
+    halved = learner.meta_evaluate([task], steps=[0, 1, 2], episodes=3, inner_lrs=[0.1, 0.05])
+    assert halved[1] == default[1] and halved[2] != default[2]
+    theta = learner.policy.weights_list()
+    one = learner.adapt(task=task, episodes=3, steps=1, inner_lrs=[0.1]).weights_list()
+    two = learner.adapt(task=task, episodes=3, steps=1, inner_lrs=[0.2]).weights_list()
+    for w, a, b in zip(theta, one, two):  # one step: theta - alpha g, so the change doubles with alpha
+        np.testing.assert_allclose(b - w, 2.0 * (a - w), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("inner_lrs", [[0.1], [0.1, 0.0], [0.1, float("nan")], "fast"])
+def test_bad_step_sizes_raise_before_sampling(inner_lrs):
+    learner = _learner()
+    with pytest.raises(ValueError, match="Expected `inner_lrs` to hold at least 2 positive step sizes"):
+        learner.meta_evaluate(learner.env.sample_tasks(1, seed=0), steps=[0, 2], inner_lrs=inner_lrs)
+    with pytest.raises(ValueError, match="Received: inner_lrs="):
+        learner.adapt(task=learner.env.sample_tasks(1, seed=0)[0], steps=2, inner_lrs=inner_lrs)
