@@ -2,7 +2,9 @@
 
 Paper, 2D navigation, mean return after 0/1/2/3 policy-gradient steps: -40.4 / -11.7 / -3.3 / -3.2.
 Protocol: policy MLP 100-100 ReLU, 20 tasks x 20 episodes per meta-iteration, horizon 100,
-alpha = 0.1, TRPO outer step (max KL 0.01); evaluation on held-out goals with alpha = 0.1.
+alpha = 0.1, TRPO outer step (max KL 0.01), policy actions in [-1, 1] rescaled onto the
+env's +-0.1 bounds (rllab's `normalize`, as in the paper's code); evaluation on held-out
+goals with alpha for every step, and with the paper's alpha then alpha / 2.
 
     python benchmarks/maml_rl.py --quick                # a few iterations, small evaluation
     python benchmarks/maml_rl.py                        # full navigation run
@@ -33,36 +35,55 @@ def main():
     parser.add_argument("--horizon", type=int, default=None, help="episode length (default: the env's)")
     parser.add_argument("--outer", default="trpo", choices=["trpo", "ppo"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--inner-lr", type=float, default=0.1)
+    parser.add_argument("--eval-every", type=int, default=0,
+                        help="also evaluate on the held-out tasks every this many iterations (0: only at the end)")
+    parser.add_argument("--save", default=None, help="write the meta-trained policy to this .keras file")
+    parser.add_argument("--env-action-units", action="store_true",
+                        help="policy acts in env units, clipped to the bounds (default: rescaled from [-1, 1], "
+                             "rllab's normalize as in the paper's code)")
     args = parser.parse_args()
     navigation = args.env == "navigation"
     iterations = args.iterations or (10 if args.quick else (200 if navigation else 300))
     meta_batch = args.meta_batch_size or (20 if navigation else (10 if args.quick else 40))
     episodes = args.episodes or (20 if navigation else (10 if args.quick else 20))
     eval_tasks = args.eval_tasks or (10 if args.quick else 40)
+    keras.utils.set_random_seed(args.seed)  # the policy's initial weights
     env = ENVS[args.env]() if args.horizon is None else ENVS[args.env](horizon=args.horizon)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     body = keras.Sequential([keras.Input((obs_dim,)), keras.layers.Dense(100, activation="relu"),
                              keras.layers.Dense(100, activation="relu"), keras.layers.Dense(act_dim)])
-    learner = MAMLRL(GaussianPolicy(body, act_dim), env, inner_lr=0.1, outer=args.outer, seed=args.seed)
+    learner = MAMLRL(GaussianPolicy(body, act_dim), env, inner_lr=args.inner_lr, outer=args.outer, seed=args.seed,
+                     rescale_actions=not args.env_action_units)
     print(f"env={args.env} horizon={env.horizon} iterations={iterations} meta_batch={meta_batch} "
-          f"episodes={episodes} outer={args.outer}")
-    start = time.perf_counter()
+          f"episodes={episodes} outer={args.outer} inner_lr={args.inner_lr} rescale_actions={learner.rescale_actions}")
+    tasks = env.sample_tasks(eval_tasks, seed=10_000 + args.seed)
+    train_time = 0.0
     for it in range(iterations):
         t0 = time.perf_counter()
         logs = learner.fit(epochs=1, meta_batch_size=meta_batch, episodes_per_task=episodes, verbose=0).history
+        train_time += time.perf_counter() - t0
         print(f"iter {it + 1:4d}  pre {logs['pre_return'][0]:9.2f}  post {logs['post_return'][0]:9.2f}  "
               f"kl {logs['kl'][0]:.4f}  {time.perf_counter() - t0:6.1f}s", flush=True)
-    train_time = time.perf_counter() - start
-    tasks = env.sample_tasks(eval_tasks, seed=10_000 + args.seed)
+        if args.eval_every and (it + 1) % args.eval_every == 0 and it + 1 < iterations:
+            for lrs in (None, [args.inner_lr, args.inner_lr / 2, args.inner_lr / 2]):
+                interim = learner.meta_evaluate(tasks, steps=[0, 1, 2, 3], episodes=episodes, seed=1, inner_lrs=lrs)
+                print(f"eval after {it + 1} iterations, step sizes {lrs or 'alpha'}: "
+                      + " / ".join(f"{v:.2f}" for v in interim.values()), flush=True)
+    if args.save:
+        learner.policy.save(args.save)
     t0 = time.perf_counter()
     results = learner.meta_evaluate(tasks, steps=[0, 1, 2, 3], episodes=episodes, seed=1)
+    alpha = args.inner_lr
+    halved = learner.meta_evaluate(tasks, steps=[0, 1, 2, 3], episodes=episodes, seed=1,
+                                   inner_lrs=[alpha, alpha / 2, alpha / 2])
     print(f"train wall time {train_time:.1f}s ({iterations} meta-iterations), eval {time.perf_counter() - t0:.1f}s")
-    print("steps   " + "  ".join(f"{k:>8d}" for k in results))
-    print("return  " + "  ".join(f"{v:8.2f}" for v in results.values()))
+    print("steps                      " + "  ".join(f"{k:>8d}" for k in results))
+    print(f"return, alpha {alpha:<12g} " + "  ".join(f"{v:8.2f}" for v in results.values()))
+    print(f"return, alpha then alpha/2  " + "  ".join(f"{v:8.2f}" for v in halved.values()))
     if navigation:
-        print("paper   " + "  ".join(f"{v:8.1f}" for v in (-40.4, -11.7, -3.3, -3.2)))
-    print(f"post-adaptation gain (3 steps - 0 steps): {results[3] - results[0]:.2f}")
-
+        print("paper (alpha then alpha/2)  " + "  ".join(f"{v:8.1f}" for v in (-40.4, -11.7, -3.3, -3.2)))
+    print(f"post-adaptation gain (3 steps - 0 steps): {results[3] - results[0]:.2f} / {halved[3] - halved[0]:.2f}")
 
 if __name__ == "__main__":
     np.set_printoptions(precision=3)

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 
-def _trajectory(policy, goal, horizon=100):
+def _trajectory(learner, policy, goal, horizon=100):
     from keras_meta.rl.envs import Navigation2D
 
     env = Navigation2D(horizon=horizon)
@@ -16,7 +16,7 @@ def _trajectory(policy, goal, horizon=100):
     points, total = [obs], 0.0
     for _ in range(horizon):
         action = policy.mode(None, obs[None])[0].numpy()
-        obs, reward, terminated, truncated, _ = env.step(action)
+        obs, reward, terminated, truncated, _ = env.step(learner.env_actions(action))
         points.append(obs)
         total += reward
         if terminated or truncated:
@@ -50,7 +50,10 @@ def train_navigation(iterations, output, seed=0, meta_batch_size=20, episodes=20
     keras.utils.set_random_seed(seed)
     body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(100, activation="relu"),
                              keras.layers.Dense(100, activation="relu"), keras.layers.Dense(2)])
-    learner = MAMLRL(GaussianPolicy(body, 2), Navigation2D(), inner_lr=0.1, seed=seed)
+    # Actions in [-1, 1] rescaled onto the env's +-0.1 (the paper's code ran under rllab's
+    # `normalize`): with env-unit actions the initial std of 1 is ten times the action bound.
+    learner = MAMLRL(GaussianPolicy(body, 2), Navigation2D(), inner_lr=0.1, rescale_actions=True, seed=seed)
+    step_sizes = [0.1, 0.05, 0.05]  # the paper's evaluation: alpha, then alpha / 2
     print(f"Meta-training MAML-RL (TRPO) on 2D navigation: {iterations} meta-iterations x "
           f"{meta_batch_size} tasks x {episodes} episodes")
     start = time.perf_counter()
@@ -59,15 +62,15 @@ def train_navigation(iterations, output, seed=0, meta_batch_size=20, episodes=20
     learner.policy.save(out / "policy.keras")
 
     held_out = Navigation2D().sample_tasks(20, seed=seed + 10_000)
-    curve = learner.meta_evaluate(held_out, steps=[0, 1, 2, 3], episodes=episodes, seed=1)
+    curve = learner.meta_evaluate(held_out, steps=[0, 1, 2, 3], episodes=episodes, seed=1, inner_lrs=step_sizes)
 
     goals = [t["goal"] for t in held_out[:4]]
     fig, axes = plt.subplots(1, 5, figsize=(22, 4.4))
     for ax, goal in zip(axes, goals):
         for label, policy in [("meta-policy (0 steps)", learner.policy)] + [
-                (f"adapted, {k} step(s)", learner.adapt(task={"goal": goal}, episodes=episodes,
-                                                         steps=k, seed=7)) for k in (1, 3)]:
-            path, total = _trajectory(policy, goal)
+                (f"adapted, {k} step(s)", learner.adapt(task={"goal": goal}, episodes=episodes, steps=k, seed=7,
+                                                         inner_lrs=step_sizes)) for k in (1, 3)]:
+            path, total = _trajectory(learner, policy, goal)
             ax.plot(path[:, 0], path[:, 1], ".-", markersize=3, label=f"{label}: {total:.1f}")
         ax.plot(*goal, "r*", markersize=14, label="goal")
         ax.plot(0, 0, "ko")
