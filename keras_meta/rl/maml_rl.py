@@ -242,9 +242,12 @@ class MAMLRL(RLLearner):
         return [tf.stack(ws) for ws in zip(*per_task)]
 
     def _step_sizes(self, inner_lrs, steps):
-        """Per-step adaptation step sizes as a float tensor of length `steps`, checked."""
+        """Per-step adaptation step sizes as a float64 tensor of length `steps`, checked.
+
+        float64, so a float64 policy steps with the same alpha as in training and a float32
+        one with alpha rounded once (see `inner.cast_scalar`)."""
         if inner_lrs is None:
-            return tf.fill([steps], self.inner_lr)
+            return tf.constant([self.inner_lr] * steps, tf.float64)
         try:
             lrs = [float(lr) for lr in inner_lrs]
         except (TypeError, ValueError):
@@ -252,7 +255,7 @@ class MAMLRL(RLLearner):
         if lrs is None or len(lrs) < steps or not all(math.isfinite(lr) and lr > 0 for lr in lrs):
             raise ValueError(f"Expected `inner_lrs` to hold at least {steps} positive step sizes, one per "
                              f"adaptation step. Received: inner_lrs={inner_lrs!r}")
-        return tf.constant(lrs[:steps], tf.float32)
+        return tf.constant(lrs[:steps], tf.float64)
 
     def _act(self, stacked, obs, seed, deterministic):
         actions = []
