@@ -32,7 +32,8 @@ def _maml_rl(env, horizon, seed):
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     body = keras.Sequential([keras.Input((obs_dim,)), keras.layers.Dense(100, activation="relu"),
                              keras.layers.Dense(100, activation="relu"), keras.layers.Dense(act_dim)])
-    return MAMLRL(GaussianPolicy(body, act_dim), env, inner_lr=0.1, horizon=horizon, seed=seed)
+    # Actions rescaled from [-1, 1] onto the env's bounds, as in the MAML paper's code.
+    return MAMLRL(GaussianPolicy(body, act_dim), env, inner_lr=0.1, rescale_actions=True, horizon=horizon, seed=seed)
 
 
 def _rl2(env, horizon, args, reward_scale, input_scale):
@@ -83,8 +84,10 @@ def _run(name, env, eval_env, args, horizon, reward_scale, input_scale):
             budgets = list(range(args.episodes_per_trial))
         train_s = time.perf_counter() - start
         start = time.perf_counter()
+        # MAML-RL: the paper's evaluation step sizes, alpha then alpha / 2.
+        inner_lrs = [0.1, 0.05] if isinstance(learner, MAMLRL) else None
         report = evaluation.evaluate(learner, eval_env, budgets=budgets, seeds=seeds, num_tasks=args.eval_tasks,
-                                     episodes=args.episodes, compute_steps=1,
+                                     episodes=args.episodes, inner_lrs=inner_lrs, compute_steps=1,
                                      report_dir=f"{args.report_dir}/{name}/{label.split()[0]}")
         eval_s = time.perf_counter() - start
         speed = {r["x"]: r for r in report.section("learning_speed")}

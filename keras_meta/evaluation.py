@@ -370,7 +370,7 @@ class _MAMLRLProbe(_RLProbe):
 
     def curve(self, tasks, budgets, seed, episodes=None):
         result = self.learner.meta_evaluate(tasks, steps=list(budgets), episodes=episodes or self.options["episodes"],
-                                            seed=seed)
+                                            seed=seed, inner_lrs=self.options["inner_lrs"])
         return {b: {"return": v} for b, v in result.items()}
 
     def shot_curve(self, tasks, shots, seed):
@@ -535,7 +535,7 @@ def _rows(section, per_seed, level):
 
 def evaluate(learner, tasks, *, train_tasks=None, budgets=None, shots=None, task_factory=None, seeds=(0, 1, 2),
              level=0.95, meta_batch_size=25, num_batches=4, inner_lr=None, num_tasks=20, episodes=10,
-             compute=True, compute_steps=3, report_dir=None):
+             inner_lrs=None, compute=True, compute_steps=3, report_dir=None):
     """Evaluates a meta-learner: learning speed, sample efficiency, generalization, compute.
 
     Args:
@@ -558,6 +558,8 @@ def evaluate(learner, tasks, *, train_tasks=None, budgets=None, shots=None, task
             (`meta_batch_size * num_batches` tasks per seed).
         num_tasks: RL tasks per seed.
         episodes: MAML-RL episodes per inner step.
+        inner_lrs: MAML-RL step size of each adaptation step (default: the learner's
+            `inner_lr` for all; the MAML paper evaluates with `[alpha, alpha / 2, ...]`).
         compute: Measure compute cost (meta-steps/s on a few meta-steps whose weight and
             optimizer changes are undone; adaptation latency; peak memory).
         compute_steps: Meta-steps timed for meta-steps/s.
@@ -572,6 +574,7 @@ def evaluate(learner, tasks, *, train_tasks=None, budgets=None, shots=None, task
     """
     options = dict(meta_batch_size=int(meta_batch_size), num_batches=int(num_batches), inner_lr=inner_lr,
                    task_factory=task_factory, num_tasks=int(num_tasks), episodes=int(episodes), env=tasks,
+                   inner_lrs=inner_lrs,
                    compute_meta_batch_size=min(int(num_tasks), 8))
     probe = _probe(learner, options)
     seeds = [int(s) for s in seeds]

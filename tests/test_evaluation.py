@@ -99,6 +99,11 @@ def test_rl_learners_share_the_harness():
                                     num_tasks=2, episodes=2, compute=False)
     assert [r["x"] for r in report.section("learning_speed")] == [0, 1]
     assert all(r["mean"] < 0 for r in report.section("learning_speed"))
+    # Per-step MAML-RL step sizes reach the learner (the second step's size changes step 2).
+    curves = [[r["mean"] for r in km.evaluation.evaluate(
+        maml_rl, km.rl.Navigation2D(horizon=5), budgets=[0, 2], seeds=[0], num_tasks=2, episodes=2, inner_lrs=lrs,
+        compute=False).section("learning_speed")] for lrs in (None, [0.1, 0.1], [0.1, 0.05])]
+    assert curves[0] == curves[1] and curves[2][0] == curves[0][0] and curves[2][1] != curves[0][1]
 
 
 def test_cli_evaluate_saved_run(tmp_path, capsys):
