@@ -24,6 +24,12 @@ from keras_meta.rl import MAMLRL, GaussianPolicy, HalfCheetahDir, HalfCheetahVel
 ENVS = {"navigation": Navigation2D, "halfcheetah-dir": HalfCheetahDir, "halfcheetah-vel": HalfCheetahVel}
 
 
+def evaluate_both(learner, tasks, episodes, alpha):
+    """Returns after 0..3 steps at step size alpha throughout, and with the paper's alpha, alpha / 2, alpha / 2."""
+    return [learner.meta_evaluate(tasks, steps=[0, 1, 2, 3], episodes=episodes, seed=1, inner_lrs=lrs)
+            for lrs in ([alpha] * 3, [alpha, alpha / 2, alpha / 2])]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--env", default="navigation", choices=sorted(ENVS))
@@ -66,17 +72,15 @@ def main():
         print(f"iter {it + 1:4d}  pre {logs['pre_return'][0]:9.2f}  post {logs['post_return'][0]:9.2f}  "
               f"kl {logs['kl'][0]:.4f}  {time.perf_counter() - t0:6.1f}s", flush=True)
         if args.eval_every and (it + 1) % args.eval_every == 0 and it + 1 < iterations:
-            for lrs in (None, [args.inner_lr, args.inner_lr / 2, args.inner_lr / 2]):
-                interim = learner.meta_evaluate(tasks, steps=[0, 1, 2, 3], episodes=episodes, seed=1, inner_lrs=lrs)
-                print(f"eval after {it + 1} iterations, step sizes {lrs or 'alpha'}: "
+            for label, interim in zip(("alpha", "alpha then alpha/2"),
+                                      evaluate_both(learner, tasks, episodes, args.inner_lr)):
+                print(f"eval after {it + 1} iterations, step sizes {label}: "
                       + " / ".join(f"{v:.2f}" for v in interim.values()), flush=True)
     if args.save:
         learner.policy.save(args.save)
     t0 = time.perf_counter()
-    results = learner.meta_evaluate(tasks, steps=[0, 1, 2, 3], episodes=episodes, seed=1)
     alpha = args.inner_lr
-    halved = learner.meta_evaluate(tasks, steps=[0, 1, 2, 3], episodes=episodes, seed=1,
-                                   inner_lrs=[alpha, alpha / 2, alpha / 2])
+    results, halved = evaluate_both(learner, tasks, episodes, alpha)
     print(f"train wall time {train_time:.1f}s ({iterations} meta-iterations), eval {time.perf_counter() - t0:.1f}s")
     print("steps                      " + "  ".join(f"{k:>8d}" for k in results))
     print(f"return, alpha {alpha:<12g} " + "  ".join(f"{v:8.2f}" for v in results.values()))
@@ -84,6 +88,7 @@ def main():
     if navigation:
         print("paper (alpha then alpha/2)  " + "  ".join(f"{v:8.1f}" for v in (-40.4, -11.7, -3.3, -3.2)))
     print(f"post-adaptation gain (3 steps - 0 steps): {results[3] - results[0]:.2f} / {halved[3] - halved[0]:.2f}")
+
 
 if __name__ == "__main__":
     np.set_printoptions(precision=3)

@@ -6,7 +6,6 @@
 // double-precision sums, which moves results by about 1e-16 relative.
 #include "discount.h"
 
-#include <algorithm>
 #include <atomic>
 #include <cstring>
 
