@@ -10,7 +10,7 @@ EXTRAS ?= dev,tf-agents,mujoco
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "scikit-build-core>=0.10" "pybind11>=3.0" cmake ninja
+	$(PY) -m pip install -q "scikit-build-core>=0.10" "pybind11>=3.0" cmake ninja "setuptools>=70.1" wheel
 	flock /tmp/keras_meta_build.lock $(PY) -m pip install -q --no-build-isolation -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
