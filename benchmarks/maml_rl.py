@@ -44,6 +44,9 @@ def main():
     parser.add_argument("--inner-lr", type=float, default=0.1)
     parser.add_argument("--eval-every", type=int, default=0,
                         help="also evaluate on the held-out tasks every this many iterations (0: only at the end)")
+    parser.add_argument("--select-best", action="store_true",
+                        help="evaluate the policy of the meta-iteration with the best post-update training return "
+                             "(the MAML paper's protocol, appendix A.2), not the last one")
     parser.add_argument("--save", default=None, help="write the meta-trained policy to this .keras file")
     parser.add_argument("--env-action-units", action="store_true",
                         help="policy acts in env units, clipped to the bounds (default: rescaled from [-1, 1], "
@@ -65,17 +68,26 @@ def main():
           f"episodes={episodes} outer={args.outer} inner_lr={args.inner_lr} rescale_actions={learner.rescale_actions}")
     tasks = env.sample_tasks(eval_tasks, seed=10_000 + args.seed)
     train_time = 0.0
+    best_return, best_iteration, best_weights = -np.inf, None, None
     for it in range(iterations):
         t0 = time.perf_counter()
+        # The iteration's returns are those of the policy it started from, before its outer step.
+        weights_before = learner.policy.get_weights() if args.select_best else None
         logs = learner.fit(epochs=1, meta_batch_size=meta_batch, episodes_per_task=episodes, verbose=0).history
         train_time += time.perf_counter() - t0
         print(f"iter {it + 1:4d}  pre {logs['pre_return'][0]:9.2f}  post {logs['post_return'][0]:9.2f}  "
               f"kl {logs['kl'][0]:.4f}  {time.perf_counter() - t0:6.1f}s", flush=True)
+        if args.select_best and logs["post_return"][0] > best_return:
+            best_return, best_iteration, best_weights = logs["post_return"][0], it + 1, weights_before
         if args.eval_every and (it + 1) % args.eval_every == 0 and it + 1 < iterations:
             for label, interim in zip(("alpha", "alpha then alpha/2"),
                                       evaluate_both(learner, tasks, episodes, args.inner_lr)):
                 print(f"eval after {it + 1} iterations, step sizes {label}: "
                       + " / ".join(f"{v:.2f}" for v in interim.values()), flush=True)
+    if args.select_best:
+        learner.policy.set_weights(best_weights)
+        print(f"evaluating the policy iteration {best_iteration} started from "
+              f"(post-update training return {best_return:.2f})")
     if args.save:
         learner.policy.save(args.save)
     t0 = time.perf_counter()

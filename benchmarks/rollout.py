@@ -8,8 +8,8 @@ sizes by default):
 
     python benchmarks/rollout.py [--tasks 20 --envs 20 --horizon 100 --repeats 15]
 
-The GAE kernel in use (AVX-512 or scalar, see csrc/discount.cc) is printed; `--scalar` forces
-the scalar one.
+GAE is timed with each kernel of csrc/discount.h the CPU has (the default, the fastest, first);
+`--kernels scalar,avx2` chooses which.
 """
 
 import argparse
@@ -36,6 +36,10 @@ def median_time(fn, repeats, number=1):
     return float(np.median(times))
 
 
+def variant_name(kernel, out):
+    return f"{kernel} kernel" + (", out=" if out is not None else "")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=20)
@@ -44,7 +48,8 @@ def main():
     parser.add_argument("--obs-dim", type=int, default=2)
     parser.add_argument("--action-dim", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--scalar", action="store_true", help="use the scalar GAE kernel even with AVX-512")
+    parser.add_argument("--kernels", default=",".join(_core._backward_kernels()),
+                        help="GAE kernels to time, of " + ", ".join(_core._backward_kernels()))
     args = parser.parse_args()
     T, E, H, O, A = args.tasks, args.envs, args.horizon, args.obs_dim, args.action_dim
     n = T * E * H
@@ -59,8 +64,6 @@ def main():
     values = rng.normal(size=(T, E, H)).astype(np.float32)
     next_values = rng.normal(size=(T, E, H)).astype(np.float32)
 
-    if args.scalar:
-        _core._set_simd_backward(False)
     buf = _core.RolloutBuffer(T, E, H, O, A)
 
     def cpp_add_gae():
@@ -91,20 +94,34 @@ def main():
 
     t_cpp = median_time(cpp_add_gae, args.repeats)
     t_tfa = median_time(tfa_add, args.repeats)
-    # GAE calls take well under a millisecond; averaging 20 back-to-back calls per repeat keeps
-    # timer and scheduler noise out of the ratio.
-    t_gae_cpp = median_time(lambda: buf.gae(values, next_values, 0.99, 0.95, False), args.repeats, 20)
-    t_gae_np = median_time(lambda: twin.gae(data, values, next_values, 0.99, 0.95), args.repeats, 20)
+    # GAE calls take well under a millisecond; averaging 20 back-to-back calls keeps timer noise
+    # out. This machine's speed changes by up to 2x from one moment to the next (a shared host),
+    # so each repeat times the twin and every kernel back to back and the speed-ups are medians
+    # of the per-repeat ratios.
+    # Each kernel is timed twice: returning new arrays, and writing into preallocated ones
+    # (`out=`), which skips the page faults of fresh 160 KB allocations.
+    kernels = args.kernels.split(",")
+    out = (np.empty_like(values), np.empty_like(values))
+    variants = [(kernel, target) for kernel in kernels for target in (None, out)]
+    gae_times = {"twin": [], **{variant_name(*v): [] for v in variants}}
+    for _ in range(args.repeats):
+        gae_times["twin"].append(median_time(lambda: twin.gae(data, values, next_values, 0.99, 0.95), 1, 20))
+        for kernel, target in variants:
+            _core._set_backward_kernel(kernel)
+            gae_times[variant_name(kernel, target)].append(
+                median_time(lambda: buf.gae(values, next_values, 0.99, 0.95, False, target), 1, 20))
     print(f"T={T} E={E} H={H} obs_dim={O} action_dim={A}: {n} transitions per rollout, "
           f"median of {args.repeats} repeats")
     print(f"C++ RolloutBuffer add + GAE          {n / t_cpp:14,.0f} transitions/s  ({t_cpp * 1e3:8.2f} ms)")
     print(f"TF-Agents TFUniformReplayBuffer add  {n / t_tfa:14,.0f} transitions/s  ({t_tfa * 1e3:8.2f} ms)")
     print(f"  speed-up C++ (add+GAE) / TF-Agents (add only): {t_tfa / t_cpp:6.1f}x  (target 10x)")
-    kernel = "AVX-512" if _core._simd_backward_enabled() else "scalar"
-    print(f"GAE C++ ({kernel + ' kernel)':<29}{n / t_gae_cpp:14,.0f} transitions/s  ({t_gae_cpp * 1e3:8.2f} ms)")
-    print(f"GAE NumPy twin                       {n / t_gae_np:14,.0f} transitions/s  ({t_gae_np * 1e3:8.2f} ms)")
-    print(f"  speed-up C++ / NumPy twin: {t_gae_np / t_gae_cpp:6.1f}x  (target 50x)")
-
+    t_gae_np = float(np.median(gae_times["twin"]))
+    print(f"GAE NumPy twin                       {n / t_gae_np:14,.0f} transitions/s  ({t_gae_np * 1e3:8.3f} ms)")
+    for variant in list(gae_times)[1:]:
+        t = float(np.median(gae_times[variant]))
+        ratio = float(np.median(np.divide(gae_times["twin"], gae_times[variant])))
+        print(f"GAE C++, {variant:<28}{n / t:14,.0f} transitions/s  ({t * 1e3:8.3f} ms)"
+              f"  {ratio:6.1f}x the twin (target 50x)")
 
 if __name__ == "__main__":
     main()

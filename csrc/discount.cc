@@ -1,24 +1,19 @@
-// Two kernels for the recursion of discount.h. The scalar one walks each row backwards.
-// The AVX-512 one, chosen at run time on CPUs that have it, computes eight steps' deltas and
-// decay factors at once and solves the recursion inside the vector with a log-step
-// (Hillis-Steele) scan, A_t = d_t + c_t A_{t+1} composed over 1, 2 and 4 lanes, so the only
-// serial dependence left is one fused multiply-add per eight steps. The scan reorders the
-// double-precision sums, which moves results by about 1e-16 relative.
+// The scalar kernel of discount.h's recursion, which walks each row backwards and is the
+// reference for the vector kernels (discount_vector.h), and the choice among them.
 #include "discount.h"
 
 #include <atomic>
 #include <cstring>
+#include <stdexcept>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define KERAS_META_AVX512 1
-#include <immintrin.h>
+#include "discount_vector.h"
+
+#if defined(KERAS_META_X86_KERNELS) && !(defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)))
+#error "the x86-64 kernels need GCC or Clang on x86-64"
 #endif
 
 namespace keras_meta {
 
-namespace {
-
-// Steps [lo, hi) of one row, latest first; returns A_lo (the carry for the steps before).
 double backward_scalar_steps(const RolloutRows& in, int64_t row, int64_t lo, int64_t hi, const float* values,
                              const float* next_values, double gamma, double lam, bool trial_level, double carry,
                              float* advantages, float* returns) {
@@ -43,108 +38,90 @@ double backward_scalar_steps(const RolloutRows& in, int64_t row, int64_t lo, int
   return carry;
 }
 
-void zero_tail(const RolloutRows& in, int64_t row, float* advantages, float* returns) {
+void zero_row_tail(const RolloutRows& in, int64_t row, float* advantages, float* returns) {
   const int64_t n = in.lengths[row], base = row * in.horizon;
   const size_t bytes = sizeof(float) * static_cast<size_t>(in.horizon - n);
   if (advantages) std::memset(advantages + base + n, 0, bytes);
   std::memset(returns + base + n, 0, bytes);
 }
 
+namespace {
+
 void backward_scalar(const RolloutRows& in, const float* values, const float* next_values, double gamma, double lam,
                      bool trial_level, float* advantages, float* returns) {
   for (int64_t row = 0; row < in.rows; ++row) {
     backward_scalar_steps(in, row, 0, in.lengths[row], values, next_values, gamma, lam, trial_level, 0.0, advantages,
                           returns);
-    zero_tail(in, row, advantages, returns);
+    zero_row_tail(in, row, advantages, returns);
   }
 }
 
-#ifdef KERAS_META_AVX512
-#define KERAS_META_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+using Kernel = void (*)(const RolloutRows&, const float*, const float*, double, double, bool, float*, float*);
 
-// Lanes k.. of x followed by k lanes of fill: lane j holds x[j + k] or fill.
-#define KERAS_META_SHIFT(x, fill, k) \
-  _mm512_castsi512_pd(_mm512_alignr_epi64(_mm512_castpd_si512(fill), _mm512_castpd_si512(x), k))
+struct NamedKernel {
+  const char* name;
+  Kernel run;
+  bool (*supported)();
+};
 
-KERAS_META_AVX512_TARGET __m512d load8(const float* p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
-
-KERAS_META_AVX512_TARGET __mmask8 nonzero8(const bool* p) {
-  const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-  return static_cast<__mmask8>(_mm_test_epi8_mask(bytes, bytes));
-}
-
-KERAS_META_AVX512_TARGET
-void backward_avx512(const RolloutRows& in, const float* values, const float* next_values, double gamma, double lam,
-                     bool trial_level, float* advantages, float* returns) {
-  const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
-  const __m512d vgamma = _mm512_set1_pd(gamma), decay = _mm512_set1_pd(gamma * lam);
-  for (int64_t row = 0; row < in.rows; ++row) {
-    const int64_t n = in.lengths[row], base = row * in.horizon;
-    // Blocks of eight cover [0, vec) and never hold the row's last step, so reading step
-    // t + 1 stays inside the row; the rest goes through the scalar recursion first.
-    const int64_t vec = n > 0 ? (n - 1) / 8 * 8 : 0;
-    double carry = backward_scalar_steps(in, row, vec, n, values, next_values, gamma, lam, trial_level, 0.0,
-                                         advantages, returns);
-    for (int64_t t = vec - 8; t >= 0; t -= 8) {
-      const int64_t i = base + t;
-      const __mmask8 terminated = nonzero8(in.terminated + i);
-      __mmask8 cut = terminated | nonzero8(in.truncated + i);
-      if (trial_level) {
-        const __m256i trial = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in.trials + i));
-        const __m256i next_trial = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in.trials + i + 1));
-        cut &= static_cast<__mmask8>(~_mm256_cmpeq_epi32_mask(trial, next_trial));
-      }
-      const __m512d value = values ? load8(values + i) : zero;
-      const __m512d following = values ? load8(values + i + 1) : zero;
-      const __m512d bootstrap =
-          next_values ? _mm512_maskz_mov_pd(static_cast<__mmask8>(~terminated), load8(next_values + i)) : zero;
-      const __m512d next = _mm512_mask_blend_pd(cut, following, bootstrap);
-      __m512d d = _mm512_fmadd_pd(vgamma, next, _mm512_sub_pd(load8(in.rewards + i), value));
-      __m512d c = _mm512_maskz_mov_pd(static_cast<__mmask8>(~cut), decay);
-      d = _mm512_fmadd_pd(c, KERAS_META_SHIFT(d, zero, 1), d);
-      c = _mm512_mul_pd(c, KERAS_META_SHIFT(c, one, 1));
-      d = _mm512_fmadd_pd(c, KERAS_META_SHIFT(d, zero, 2), d);
-      c = _mm512_mul_pd(c, KERAS_META_SHIFT(c, one, 2));
-      d = _mm512_fmadd_pd(c, KERAS_META_SHIFT(d, zero, 4), d);
-      c = _mm512_mul_pd(c, KERAS_META_SHIFT(c, one, 4));
-      const __m512d advantage = _mm512_fmadd_pd(c, _mm512_set1_pd(carry), d);
-      carry = _mm512_cvtsd_f64(advantage);
-      if (advantages) _mm256_storeu_ps(advantages + i, _mm512_cvtpd_ps(advantage));
-      _mm256_storeu_ps(returns + i, _mm512_cvtpd_ps(_mm512_add_pd(advantage, value)));
-    }
-    zero_tail(in, row, advantages, returns);
-  }
-}
-
-bool cpu_has_avx512() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-}
-#else
-bool cpu_has_avx512() { return false; }
+// Fastest first. __builtin_cpu_supports also checks that the OS saves the vector registers.
+const NamedKernel kKernels[] = {
+#ifdef KERAS_META_X86_KERNELS
+    {"avx512", backward_avx512,
+     [] {
+       __builtin_cpu_init();
+       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+     }},
+    {"avx2", backward_avx2,
+     [] {
+       __builtin_cpu_init();
+       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+     }},
 #endif
+    {"scalar", backward_scalar, [] { return true; }},
+};
 
-std::atomic<bool>& simd_switch() {
-  static std::atomic<bool> enabled{cpu_has_avx512()};
-  return enabled;
+const NamedKernel* best_kernel() {
+  for (const NamedKernel& kernel : kKernels) {
+    if (kernel.supported()) return &kernel;
+  }
+  return nullptr;  // unreachable: the scalar kernel is always supported
+}
+
+std::atomic<const NamedKernel*>& current_kernel() {
+  static std::atomic<const NamedKernel*> kernel{best_kernel()};
+  return kernel;
 }
 
 }  // namespace
 
-bool simd_backward_enabled() { return simd_switch().load(); }
+std::vector<std::string> available_backward_kernels() {
+  std::vector<std::string> names;
+  for (const NamedKernel& kernel : kKernels) {
+    if (kernel.supported()) names.emplace_back(kernel.name);
+  }
+  return names;
+}
 
-void set_simd_backward(bool enabled) { simd_switch().store(enabled && cpu_has_avx512()); }
+std::string backward_kernel() { return current_kernel().load()->name; }
+
+void set_backward_kernel(const std::string& name) {
+  for (const NamedKernel& kernel : kKernels) {
+    if (name == kernel.name && kernel.supported()) {
+      current_kernel().store(&kernel);
+      return;
+    }
+  }
+  std::string names;
+  for (const std::string& available : available_backward_kernels()) names += (names.empty() ? "" : ", ") + available;
+  throw std::invalid_argument("Expected `name` to be one of this CPU's kernels (" + names +
+                              "). Received: name='" + name + "'");
+}
 
 void discounted_backward(const RolloutRows& rows, const float* values, const float* next_values, double gamma,
                          double lam, bool trial_level, float* advantages, float* returns) {
-#ifdef KERAS_META_AVX512
-  if (simd_backward_enabled()) {
-    backward_avx512(rows, values, next_values, gamma, lam, trial_level, advantages, returns);
-    return;
-  }
-#endif
-  backward_scalar(rows, values, next_values, gamma, lam, trial_level, advantages, returns);
+  current_kernel().load()->run(rows, values, next_values, gamma, lam, trial_level, advantages, returns);
 }
 
 }  // namespace keras_meta

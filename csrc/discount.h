@@ -8,6 +8,8 @@
 // a cut. Arithmetic is in double precision; outputs are float32.
 #pragma once
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace keras_meta {
 
@@ -24,9 +26,11 @@ struct RolloutRows {
 void discounted_backward(const RolloutRows& rows, const float* values, const float* next_values, double gamma,
                          double lam, bool trial_level, float* advantages, float* returns);
 
-// Whether discounted_backward runs its AVX-512 kernel (the CPU has it and it was not
-// switched off); the scalar kernel is the reference both are tested against.
-bool simd_backward_enabled();
-void set_simd_backward(bool enabled);
+// discounted_backward runs one of several kernels: "scalar" (the reference the others are
+// tested against), and on x86-64 "avx2" (AVX2 + FMA) and "avx512" (AVX-512F/BW/VL/DQ). The
+// best one the CPU has is chosen at load time; tests and benchmarks can choose another.
+std::vector<std::string> available_backward_kernels();
+std::string backward_kernel();
+void set_backward_kernel(const std::string& name);  // std::invalid_argument if not available
 
 }  // namespace keras_meta

@@ -4,8 +4,11 @@
 // follows the same recursion.
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <vector>
+
+#include <pybind11/stl.h>
 
 #include "checks.h"
 #include "discount.h"
@@ -187,13 +190,25 @@ class RolloutBuffer {
   }
 
   py::tuple gae(const py::handle& values_h, const py::handle& next_values_h, double gamma, double lam,
-                bool trial_level) const {
+                bool trial_level, const py::handle& out_h) const {
     check_discount(gamma, lam);
     auto values = exact_array<float>(values_h, "values");
     require_shape(values, {T_, E_, H_}, "values");
     auto next_values = exact_array<float>(next_values_h, "next_values");
     require_shape(next_values, {T_, E_, H_}, "next_values");
-    FloatArray adv({T_, E_, H_}), ret({T_, E_, H_});
+    FloatArray adv, ret;
+    if (out_h.is_none()) {
+      adv = FloatArray({T_, E_, H_});
+      ret = FloatArray({T_, E_, H_});
+    } else {
+      if (!py::isinstance<py::tuple>(out_h) || py::len(out_h) != 2) {
+        throw py::type_error("Expected `out` to be None or a tuple (advantages, returns) of two arrays. Received: out=" +
+                             py::repr(out_h).cast<std::string>());
+      }
+      const auto out = py::reinterpret_borrow<py::tuple>(out_h);
+      adv = output_array(out[0], "out[0]", {&values, &next_values});
+      ret = output_array(out[1], "out[1]", {&values, &next_values, &adv});
+    }
     const float *v = values.data(), *nv = next_values.data();
     float *a = adv.mutable_data(), *r = ret.mutable_data();
     {
@@ -203,7 +218,8 @@ class RolloutBuffer {
     return py::make_tuple(adv, ret);
   }
 
-  FloatArray discounted_returns(double gamma, const py::handle& next_values_h, bool trial_level) const {
+  FloatArray discounted_returns(double gamma, const py::handle& next_values_h, bool trial_level,
+                                const py::handle& out_h) const {
     check_discount(gamma, 0.0);
     FloatArray next_values;
     const bool has = !next_values_h.is_none();
@@ -211,7 +227,8 @@ class RolloutBuffer {
       next_values = exact_array<float>(next_values_h, "next_values");
       require_shape(next_values, {T_, E_, H_}, "next_values");
     }
-    FloatArray ret({T_, E_, H_});
+    FloatArray ret = out_h.is_none() ? FloatArray({T_, E_, H_})
+                                     : output_array(out_h, "out", {has ? &next_values : nullptr});
     const float* nv = has ? next_values.data() : nullptr;
     float* r = ret.mutable_data();
     {
@@ -249,6 +266,29 @@ class RolloutBuffer {
   }
 
  private:
+  // Storage the caller passes in, as NumPy's `out=`, so that repeated calls reuse memory instead
+  // of allocating (and page-faulting) fresh arrays. It must not overlap the inputs: each step
+  // reads values[t + 1] after step t + 1's outputs are written.
+  FloatArray output_array(const py::handle& obj, const char* name,
+                          std::initializer_list<const FloatArray*> inputs) const {
+    FloatArray out = exact_array<float>(obj, name);
+    require_shape(out, {T_, E_, H_}, name);
+    require(out.writeable(), [&] {
+      return std::string("Expected `") + name + "` to be a writable array. Received: a read-only array";
+    });
+    const float* begin = out.data();
+    const float* end = begin + out.size();
+    for (const FloatArray* input : inputs) {
+      if (input == nullptr) continue;
+      const float* other = input->data();
+      require(end <= other || other + input->size() <= begin, [&] {
+        return std::string("Expected `") + name + "` to share no memory with the inputs or the other output. "
+               "Received: an array overlapping one of them";
+      });
+    }
+    return out;
+  }
+
   static void check_discount(double gamma, double lam) {
     require(gamma >= 0.0 && gamma <= 1.0,
             [&] { return "Expected `gamma` to be in [0, 1]. Received: gamma=" + repr_of(gamma); });
@@ -278,10 +318,11 @@ void register_rollout(py::module_& m) {
            py::arg("task") = -1,
            "Appends one step to each valid row: arrays [T, E, ...] (task=-1) or [E, ...] for one task.")
       .def("gae", &RolloutBuffer::gae, py::arg("values"), py::arg("next_values"), py::arg("gamma") = 0.99,
-           py::arg("lam") = 0.95, py::arg("trial_level") = false,
-           "(advantages, returns) [T, E, H]; bootstraps from next_values on truncation, not on termination.")
+           py::arg("lam") = 0.95, py::arg("trial_level") = false, py::arg("out") = py::none(),
+           "(advantages, returns) [T, E, H]; bootstraps from next_values on truncation, not on termination. "
+           "out: optional (advantages, returns) float32 arrays to write into and return.")
       .def("discounted_returns", &RolloutBuffer::discounted_returns, py::arg("gamma") = 0.99,
-           py::arg("next_values") = py::none(), py::arg("trial_level") = false)
+           py::arg("next_values") = py::none(), py::arg("trial_level") = false, py::arg("out") = py::none())
       .def("data", &RolloutBuffer::data, "Read-only views of the storage (no copies).")
       .def("clear", &RolloutBuffer::clear)
       .def_property_readonly("shape", &RolloutBuffer::shape)
@@ -290,9 +331,10 @@ void register_rollout(py::module_& m) {
       .def_property_readonly("discrete", &RolloutBuffer::discrete)
       .def_property_readonly("episodes_per_trial", &RolloutBuffer::episodes_per_trial)
       .def("__len__", &RolloutBuffer::size);
-  // Lets the tests run both kernels of discount.cc on a CPU that has AVX-512.
-  m.def("_simd_backward_enabled", &simd_backward_enabled);
-  m.def("_set_simd_backward", &set_simd_backward, py::arg("enabled"));
+  // Let the tests and benchmarks run each kernel of discount.h that the CPU has.
+  m.def("_backward_kernels", &available_backward_kernels);
+  m.def("_backward_kernel", &backward_kernel);
+  m.def("_set_backward_kernel", &set_backward_kernel, py::arg("name"));
 }
 
 }  // namespace keras_meta

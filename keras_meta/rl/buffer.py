@@ -221,8 +221,12 @@ class RolloutBuffer:
             d["actions"] = d["actions"].reshape(lead + self.action_shape)
         return d
 
-    def gae(self, values, next_values, gamma=0.99, lam=0.95, trial_level=False):
+    def gae(self, values, next_values, gamma=0.99, lam=0.95, trial_level=False, out=None):
         """(advantages, returns) `[T, E, H]` float32 given `V(s_t)` and `V(next obs)`.
+
+        `delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)` and `A_t = delta_t + gamma * lam * A_{t+1}`,
+        restarted at each episode end (each trial end with `trial_level`); after a
+        termination `V(s_{t+1})` is 0, after a truncation it is `next_values_t`.
 
         Args:
             values: `V(s_t)`, float32 `[T, E, H]`.
@@ -231,13 +235,26 @@ class RolloutBuffer:
             gamma: Discount.
             lam: GAE lambda (1: Monte-Carlo advantages, 0: one-step TD).
             trial_level: Treat a trial (not an episode) as the unit of bootstrapping (RL²).
-        """
-        return self._core.gae(values, next_values, gamma, lam, trial_level)
+            out: Optional `(advantages, returns)`, float32 C-contiguous `[T, E, H]` arrays
+                to write into (as NumPy's `out=`), so that a training loop reuses them
+                instead of allocating new ones each iteration. They must not overlap the
+                inputs or each other.
 
-    def discounted_returns(self, gamma=0.99, next_values=None, trial_level=False):
+        Returns:
+            `(advantages, returns)`: `out` when given, else new arrays.
+
+        Raises:
+            TypeError: for an input or `out` array of another dtype.
+            ValueError: for a wrong shape, a non-contiguous or read-only `out`, or
+                overlapping arrays.
+        """
+        return self._core.gae(values, next_values, gamma, lam, trial_level, out)
+
+    def discounted_returns(self, gamma=0.99, next_values=None, trial_level=False, out=None):
         """Discounted returns `[T, E, H]`; bootstraps from `next_values` on truncation when
-        given (else from 0, the REINFORCE convention of the MAML paper)."""
-        return self._core.discounted_returns(gamma, next_values, trial_level)
+        given (else from 0, the REINFORCE convention of the MAML paper). `out`, as in `gae`,
+        is an optional float32 array to write into and return."""
+        return self._core.discounted_returns(gamma, next_values, trial_level, out)
 
     def episode_returns(self):
         """Mean undiscounted return per episode for each task, float64 `[T]`."""

@@ -93,6 +93,14 @@ def observe(ctx):
 
 # --- native and NumPy-level cases (no TensorFlow graph work) --------------------------------
 
+
+def _zeros():
+    return np.zeros((1, 2, 4), F32)
+
+
+def _values_pair():
+    return _zeros(), _zeros()
+
 _PYBIND_TYPE = r"incompatible (function|constructor) arguments"
 NaN, Inf = float("nan"), float("inf")
 
@@ -239,6 +247,20 @@ NATIVE_CASES = [
      ValueError, r"gamma=nan"),
     ("core-gae-lam-above-1", lambda c: c["buffer"].gae(np.zeros((1, 2, 4), F32), np.zeros((1, 2, 4), F32), 0.9,
                                                         1.5), ValueError, r"lam=1.5"),
+    ("core-gae-out-not-a-pair", lambda c: c["buffer"].gae(*_values_pair(), out=np.zeros((1, 2, 4), F32)), TypeError,
+     r"`out` to be None or a tuple \(advantages, returns\)"),
+    ("core-gae-out-float64", lambda c: c["buffer"].gae(*_values_pair(), out=(np.zeros((1, 2, 4)), _zeros())),
+     TypeError, r"out\[0\].dtype=float64"),
+    ("core-gae-out-shape", lambda c: c["buffer"].gae(*_values_pair(), out=(_zeros(), np.zeros((1, 2, 3), F32))),
+     ValueError, r"out\[1\].shape=\(1, 2, 3\)"),
+    ("core-gae-out-read-only", lambda c: c["buffer"].gae(*_values_pair(), out=(_zeros(), _read_only(_zeros()))),
+     ValueError, r"`out\[1\]` to be a writable array"),
+    ("core-gae-out-is-values", lambda c: (lambda v: c["buffer"].gae(v, _zeros(), out=(_zeros(), v)))(_zeros()),
+     ValueError, r"`out\[1\]` to share no memory"),
+    ("core-gae-out-same-twice", lambda c: (lambda o: c["buffer"].gae(*_values_pair(), out=(o, o)))(_zeros()),
+     ValueError, r"`out\[1\]` to share no memory"),
+    ("core-returns-out-strided", lambda c: c["buffer"].discounted_returns(0.9, out=np.zeros((1, 2, 8), F32)[..., ::2]),
+     ValueError, r"`out` to be C-contiguous"),
     ("core-returns-gamma-negative", lambda c: c["buffer"].discounted_returns(-0.1), ValueError, r"gamma=-0.1"),
     ("core-returns-next-values-list", lambda c: c["buffer"].discounted_returns(0.9, [0.0]), TypeError,
      r"`next_values` to be a NumPy array"),

@@ -16,21 +16,29 @@ def _random_buffer(rng, T=3, E=4, H=12, per_trial=2):
     return buf
 
 
-@pytest.fixture(params=["scalar", "avx512"])
+@pytest.fixture(params=["scalar", "avx2", "avx512"])
 def kernel(request):
-    """Runs a test with each kernel of csrc/discount.cc (the AVX-512 one where the CPU has it)."""
-    previous = _core._simd_backward_enabled()
-    _core._set_simd_backward(request.param == "avx512")
-    if request.param == "avx512" and not _core._simd_backward_enabled():
-        pytest.skip("this CPU has no AVX-512")
+    """Runs a test with each kernel of csrc/discount.h that this CPU has."""
+    if request.param not in _core._backward_kernels():
+        pytest.skip(f"this CPU has no {request.param} kernel")
+    previous = _core._backward_kernel()
+    _core._set_backward_kernel(request.param)
     yield request.param
-    _core._set_simd_backward(previous)
+    _core._set_backward_kernel(previous)
+
+
+def test_choosing_an_unavailable_kernel_is_refused():
+    previous = _core._backward_kernel()
+    with pytest.raises(ValueError, match="Received: name='sse9'"):
+        _core._set_backward_kernel("sse9")
+    assert _core._backward_kernel() == previous
+    assert "scalar" in _core._backward_kernels()
 
 
 @pytest.mark.parametrize("trial_level", [False, True])
 @pytest.mark.parametrize("horizon", [12, 61])
 def test_gae_and_returns_match_twin(trial_level, horizon, kernel):
-    # Horizon 61 gives rows of many lengths, so blocks of eight steps meet every kind of cut.
+    # Horizon 61 gives rows of many lengths, so blocks of four or eight steps meet every kind of cut.
     rng = np.random.default_rng(horizon)
     buf = _random_buffer(rng, H=horizon)
     d = buf.data()
@@ -45,8 +53,9 @@ def test_gae_and_returns_match_twin(trial_level, horizon, kernel):
                                twin.discounted_returns(d, 0.9, next_values, trial_level, 2), rtol=1e-6, atol=1e-6)
 
 
-def test_hand_computed_termination_and_truncation():
+def test_hand_computed_termination_and_truncation(kernel):
     # One row: steps 0-1 end by termination, 2-3 by truncation, step 4 is cut by the buffer.
+    # The vector kernels take steps 0-3 as one block of four (avx2) or leave them to the scalar tail.
     buf = RolloutBuffer(1, 1, 6, (1,), (1,), autoreset_mode=AutoresetMode.SAME_STEP)
     rewards = [1.0, 2.0, 3.0, 4.0, 5.0]
     term = [False, True, False, False, False]
@@ -150,3 +159,27 @@ def test_bad_inputs_raise_clear_errors():
 def test_disabled_autoreset_is_refused():
     with pytest.raises(ValueError, match="Received: autoreset_mode=DISABLED"):
         RolloutBuffer(1, 1, 4, (2,), (2,), autoreset_mode=AutoresetMode.DISABLED)
+
+
+def test_out_arrays_are_filled_and_returned():
+    rng = np.random.default_rng(5)
+    buf = _random_buffer(rng, H=20)
+    values = rng.normal(size=buf.data()["rewards"].shape).astype(np.float32)
+    next_values = rng.normal(size=values.shape).astype(np.float32)
+    out = (np.full_like(values, np.nan), np.full_like(values, np.nan))
+    adv, ret = buf.gae(values, next_values, 0.9, 0.8, out=out)
+    assert adv is out[0] and ret is out[1]
+    for got, want in zip(out, buf.gae(values, next_values, 0.9, 0.8)):
+        np.testing.assert_array_equal(got, want)
+    returns_out = np.full_like(values, np.nan)
+    assert buf.discounted_returns(0.9, next_values, out=returns_out) is returns_out
+    np.testing.assert_array_equal(returns_out, buf.discounted_returns(0.9, next_values))
+
+
+def test_refused_out_arrays_are_left_untouched():
+    buf = _random_buffer(np.random.default_rng(6))
+    values = np.zeros(buf.data()["rewards"].shape, np.float32)
+    advantages = np.full_like(values, 7.0)
+    with pytest.raises(ValueError, match="out\\[1\\]"):
+        buf.gae(values, values, out=(advantages, values))
+    assert (advantages == 7.0).all()

@@ -1,0 +1,80 @@
+// The vector kernel of discount.h's recursion, written once over a lane type V and compiled
+// per instruction set in its own translation unit (discount_avx2.cc, discount_avx512.cc, each
+// built with that ISA's flags; see CMakeLists.txt). Everything here has internal linkage, so
+// code compiled for one ISA can never be linked in place of another's.
+//
+// A block of W steps computes its TD errors d and decay factors c at once and solves
+// A_t = d_t + c_t A_{t+1} inside the vector with a log-step (Hillis-Steele) scan composed
+// over 1, 2, 4, ... lanes, so the only serial dependence left is one fused multiply-add per
+// block. The scan reorders the double-precision sums, which moves results by about 1e-16
+// relative.
+//
+// V provides: kLanes; Doubles and Mask types; broadcast, load (float -> double), store
+// (double -> float), nonzero (bool flags), same (int32 ids, elementwise ==), either, and_not
+// (a & ~b), select (mask ? a : b), sub, mul, fmadd, shift<K> (lane j <- lane j + K, fill
+// past the end) and first (lane 0).
+#pragma once
+#include "discount.h"
+
+namespace keras_meta {
+
+// Steps [lo, hi) of one row, latest first, starting from carry = A_hi; returns A_lo.
+// Defined in discount.cc (the scalar kernel), used by the vector kernels for each row's tail.
+double backward_scalar_steps(const RolloutRows& in, int64_t row, int64_t lo, int64_t hi, const float* values,
+                             const float* next_values, double gamma, double lam, bool trial_level, double carry,
+                             float* advantages, float* returns);
+void zero_row_tail(const RolloutRows& in, int64_t row, float* advantages, float* returns);
+
+void backward_avx2(const RolloutRows& in, const float* values, const float* next_values, double gamma, double lam,
+                   bool trial_level, float* advantages, float* returns);
+void backward_avx512(const RolloutRows& in, const float* values, const float* next_values, double gamma,
+                     double lam, bool trial_level, float* advantages, float* returns);
+
+namespace {
+
+template <class V, int K = 1>
+inline void scan_block(typename V::Doubles& d, typename V::Doubles& c) {
+  if constexpr (K < V::kLanes) {
+    d = V::fmadd(c, V::template shift<K>(d, V::broadcast(0.0)), d);
+    c = V::mul(c, V::template shift<K>(c, V::broadcast(1.0)));
+    scan_block<V, 2 * K>(d, c);
+  }
+}
+
+template <class V>
+void backward_vector(const RolloutRows& in, const float* values, const float* next_values, double gamma, double lam,
+                     bool trial_level, float* advantages, float* returns) {
+  using Doubles = typename V::Doubles;
+  using Mask = typename V::Mask;
+  constexpr int64_t W = V::kLanes;
+  const Doubles zero = V::broadcast(0.0), vgamma = V::broadcast(gamma), decay = V::broadcast(gamma * lam);
+  for (int64_t row = 0; row < in.rows; ++row) {
+    const int64_t n = in.lengths[row], base = row * in.horizon;
+    // Blocks cover [0, vec) and never hold the row's last step, so reading step t + 1 stays
+    // inside the row; the rest goes through the scalar recursion first.
+    const int64_t vec = n > 0 ? (n - 1) / W * W : 0;
+    double carry = backward_scalar_steps(in, row, vec, n, values, next_values, gamma, lam, trial_level, 0.0,
+                                         advantages, returns);
+    for (int64_t t = vec - W; t >= 0; t -= W) {
+      const int64_t i = base + t;
+      const Mask terminated = V::nonzero(in.terminated + i);
+      Mask cut = V::either(terminated, V::nonzero(in.truncated + i));
+      if (trial_level) cut = V::and_not(cut, V::same(in.trials + i, in.trials + i + 1));
+      const Doubles value = values ? V::load(values + i) : zero;
+      const Doubles following = values ? V::load(values + i + 1) : zero;
+      const Doubles bootstrap = next_values ? V::select(terminated, zero, V::load(next_values + i)) : zero;
+      const Doubles next = V::select(cut, bootstrap, following);
+      Doubles d = V::fmadd(vgamma, next, V::sub(V::load(in.rewards + i), value));
+      Doubles c = V::select(cut, zero, decay);
+      scan_block<V>(d, c);
+      const Doubles advantage = V::fmadd(c, V::broadcast(carry), d);
+      carry = V::first(advantage);
+      if (advantages) V::store(advantages + i, advantage);
+      V::store(returns + i, V::add(advantage, value));
+    }
+    zero_row_tail(in, row, advantages, returns);
+  }
+}
+
+}  // namespace
+}  // namespace keras_meta
