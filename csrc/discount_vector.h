@@ -48,6 +48,11 @@ void backward_vector(const RolloutRows& in, const float* values, const float* ne
   using Mask = typename V::Mask;
   constexpr int64_t W = V::kLanes;
   const Doubles zero = V::broadcast(0.0), vgamma = V::broadcast(gamma), decay = V::broadcast(gamma * lam);
+  // Local copies: the intrinsics' stores may alias anything, so fields read through `in`
+  // would be reloaded after every store.
+  const float* const rewards = in.rewards;
+  const bool *const terminated_flags = in.terminated, *const truncated_flags = in.truncated;
+  const int32_t* const trials = in.trials;
   for (int64_t row = 0; row < in.rows; ++row) {
     const int64_t n = in.lengths[row], base = row * in.horizon;
     // Blocks cover [0, vec) and never hold the row's last step, so reading step t + 1 stays
@@ -57,14 +62,14 @@ void backward_vector(const RolloutRows& in, const float* values, const float* ne
                                          advantages, returns);
     for (int64_t t = vec - W; t >= 0; t -= W) {
       const int64_t i = base + t;
-      const Mask terminated = V::nonzero(in.terminated + i);
-      Mask cut = V::either(terminated, V::nonzero(in.truncated + i));
-      if (trial_level) cut = V::and_not(cut, V::same(in.trials + i, in.trials + i + 1));
+      const Mask terminated = V::nonzero(terminated_flags + i);
+      Mask cut = V::either(terminated, V::nonzero(truncated_flags + i));
+      if (trial_level) cut = V::and_not(cut, V::same(trials + i, trials + i + 1));
       const Doubles value = values ? V::load(values + i) : zero;
       const Doubles following = values ? V::load(values + i + 1) : zero;
       const Doubles bootstrap = next_values ? V::select(terminated, zero, V::load(next_values + i)) : zero;
       const Doubles next = V::select(cut, bootstrap, following);
-      Doubles d = V::fmadd(vgamma, next, V::sub(V::load(in.rewards + i), value));
+      Doubles d = V::fmadd(vgamma, next, V::sub(V::load(rewards + i), value));
       Doubles c = V::select(cut, zero, decay);
       scan_block<V>(d, c);
       const Doubles advantage = V::fmadd(c, V::broadcast(carry), d);

@@ -2,6 +2,7 @@
 
 import collections
 
+import gymnasium
 import keras
 import numpy as np
 
@@ -64,11 +65,42 @@ class TrainingState(keras.Model):
 
 
 class RLLearner:
-    """Run seed, iteration counter and `fit` loop shared by `MAMLRL` and `RL2`.
+    """Run seed, iteration counter, action mapping and `fit` loop shared by `MAMLRL` and `RL2`.
 
     A subclass sets `policy`, `optimizer`, `seed`, `env` and `training_state` (a
-    `TrainingState`) and implements `train_step(tasks, ...)`.
+    `TrainingState`), calls `_set_action_mapping` and implements `train_step(tasks, ...)`.
     """
+
+    @staticmethod
+    def _spaces(env):
+        if isinstance(env, gymnasium.vector.VectorEnv):
+            return env.single_observation_space, env.single_action_space
+        return env.observation_space, env.action_space
+
+    def _set_action_mapping(self, action_space, discrete, rescale_actions):
+        """Raises a ValueError when `rescale_actions` cannot apply to `action_space`."""
+        rescale_actions = bool(rescale_actions)
+        if rescale_actions and (discrete or not (np.isfinite(action_space.low).all()
+                                                 and np.isfinite(action_space.high).all())):
+            raise ValueError("Expected a continuous action space with finite bounds for `rescale_actions=True`. "
+                             f"Received: action_space={action_space}")
+        self.rescale_actions = rescale_actions
+        self._action_low = None if discrete else action_space.low
+        self._action_high = None if discrete else action_space.high
+
+    def env_actions(self, actions):
+        """What the env receives for policy actions `actions` (NumPy, `[..., action_dim]`).
+
+        Discrete actions pass unchanged. Continuous ones are clipped to the env's bounds, or
+        with `rescale_actions` clipped to [-1, 1] and mapped onto the bounds,
+        `low + (a + 1) (high - low) / 2`.
+        """
+        if self._action_low is None:
+            return actions
+        low, high = self._action_low, self._action_high
+        if self.rescale_actions:
+            return (low + (np.clip(actions, -1.0, 1.0) + 1.0) * 0.5 * (high - low)).astype(actions.dtype)
+        return np.clip(actions, low, high)
 
     @property
     def _iteration(self):

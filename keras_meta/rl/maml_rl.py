@@ -3,7 +3,6 @@
 import collections
 import math
 
-import gymnasium
 import keras
 import numpy as np
 import tensorflow as tf
@@ -179,13 +178,7 @@ class MAMLRL(RLLearner):
         self.horizon = int(horizon or getattr(self.env, "horizon", None) or self.env.spec.max_episode_steps)
         obs_space, act_space = self._spaces(self.env)
         self.observation_shape = obs_space.shape
-        self._action_low = None if policy.discrete else act_space.low
-        self._action_high = None if policy.discrete else act_space.high
-        self.rescale_actions = bool(rescale_actions)
-        if self.rescale_actions and (policy.discrete or not (np.isfinite(act_space.low).all()
-                                                             and np.isfinite(act_space.high).all())):
-            raise ValueError("Expected a continuous action space with finite bounds for `rescale_actions=True`. "
-                             f"Received: action_space={act_space}")
+        self._set_action_mapping(act_space, policy.discrete, rescale_actions)
         if not getattr(policy, "built", False) or not hasattr(policy, "observation_dim"):
             policy.build_for(int(np.prod(self.observation_shape)))
         self._venvs = {}
@@ -202,12 +195,6 @@ class MAMLRL(RLLearner):
 
     # ----------------------------------------------------------------- environments
     _task_env = staticmethod(as_task_env)
-
-    @staticmethod
-    def _spaces(env):
-        if isinstance(env, gymnasium.vector.VectorEnv):
-            return env.single_observation_space, env.single_action_space
-        return env.observation_space, env.action_space
 
     def _vector_env(self, env, n):
         key = (id(env), n)
@@ -377,16 +364,6 @@ class MAMLRL(RLLearner):
             if buffer.finished:
                 break
         return buffer
-
-    def env_actions(self, actions):
-        """What the env receives for policy actions `actions` (NumPy, `[..., action_dim]`):
-        clipped to the env's bounds, or mapped onto them with `rescale_actions`."""
-        if self._action_low is None:
-            return actions
-        low, high = self._action_low, self._action_high
-        if self.rescale_actions:
-            return (low + (np.clip(actions, -1.0, 1.0) + 1.0) * 0.5 * (high - low)).astype(actions.dtype)
-        return np.clip(actions, low, high)
 
     def process(self, buffer):
         """Baseline fit, GAE and per-task advantage normalisation of a filled buffer.

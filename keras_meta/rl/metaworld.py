@@ -234,10 +234,7 @@ def _maml_task(learner, env, task, k, n_eval, seed, deterministic):
         else:
             counter[0] += 1
             a = policy.sample(None, obs, tf.constant([seed % (2**31), counter[0]], tf.int64))
-        a = a.numpy()[0]
-        if learner._action_low is not None:
-            a = np.clip(a, learner._action_low, learner._action_high)
-        return a
+        return learner.env_actions(a.numpy()[0])
 
     _find_attr(env, "set_task")(task)
     out = [_run_episode(env, act, learner.horizon, seed + e) for e in range(n_eval)]
@@ -268,8 +265,7 @@ def _rl2_task(learner, env, task, k, n_eval, seed, deterministic):
         total, success = 0.0, False
         for _ in range(learner.horizon):
             a = act(obs, greedy)
-            env_a = a if learner._action_low is None else np.clip(a, learner._action_low, learner._action_high)
-            obs, reward, terminated, truncated, info = env.step(env_a)
+            obs, reward, terminated, truncated, info = env.step(learner.env_actions(a))
             total += float(reward)
             success = success or bool(info.get("success", 0.0))
             done = terminated or truncated

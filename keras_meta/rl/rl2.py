@@ -9,7 +9,6 @@ weights are meta-learned by PPO over whole trials.
 
 import collections
 
-import gymnasium
 import keras
 import numpy as np
 import tensorflow as tf
@@ -128,7 +127,7 @@ class RL2Policy(keras.Model):
         Raises:
             TypeError: For other action spaces.
         """
-        obs_space, act_space = _spaces(env)
+        obs_space, act_space = RLLearner._spaces(env)
         obs_dim = int(np.prod(obs_space.shape))
         if isinstance(act_space, spaces.Discrete):
             return cls(obs_dim, num_actions=int(act_space.n), units=units, hidden_units=hidden_units,
@@ -251,12 +250,6 @@ class RL2Policy(keras.Model):
         return dist[..., :self.action_dim]
 
 
-def _spaces(env):
-    if isinstance(env, gymnasium.vector.VectorEnv):
-        return env.single_observation_space, env.single_action_space
-    return env.observation_space, env.action_space
-
-
 def trial_inputs(policy, data):
     """Policy inputs and state resets for buffer rows, exactly as `RL2.collect` fed them.
 
@@ -358,6 +351,9 @@ class RL2(RLLearner):
             are unchanged, up to the standardisation). Below 1 for tasks whose trial
             returns are large (e.g. 0.1 for 2D navigation, about -60 per trial), so the
             value loss does not swamp the policy gradient under `max_grad_norm`.
+        rescale_actions: Continuous actions are in policy units, clipped to [-1, 1] and
+            mapped onto the env's Box bounds, as `MAMLRL(rescale_actions=True)` does;
+            otherwise they are in env units and clipped to the bounds.
         seed: Run seed; tasks and sampling noise derive from it.
 
     Attributes:
@@ -380,7 +376,7 @@ class RL2(RLLearner):
     def __init__(self, policy, env, episodes_per_trial=2, horizon=None, max_trial_steps=None, units=64,
                  gamma=0.99, gae_lambda=0.95, clip_ratio=0.2, ppo_epochs=4, minibatches=1, value_coef=0.5,
                  entropy_coef=0.01, max_grad_norm=0.5, optimizer=None, normalize_advantages=True, reward_scale=1.0,
-                 seed=0):
+                 rescale_actions=False, seed=0):
         functional.check_tensorflow_backend()
         if isinstance(episodes_per_trial, bool) or not isinstance(episodes_per_trial, (int, np.integer)) \
                 or episodes_per_trial < 1:
@@ -397,7 +393,7 @@ class RL2(RLLearner):
             raise ValueError(
                 f"Expected a trial of at least one episode: max_trial_steps >= horizon={self.horizon}. "
                 f"Received: max_trial_steps={max_trial_steps!r}")
-        obs_space, act_space = _spaces(self.env)
+        obs_space, act_space = self._spaces(self.env)
         self._obs_space, self._act_space = obs_space, act_space
         self.observation_shape = tuple(obs_space.shape)
         self.policy = RL2Policy.for_env(self.env, units=units) if policy is None else policy
@@ -411,8 +407,7 @@ class RL2(RLLearner):
                 "Expected `policy` to match the env's spaces. Received: policy with observation_dim="
                 f"{self.policy.observation_dim}, num_actions={self.policy.num_actions}, action_dim="
                 f"{self.policy.action_dim} for observation_space={obs_space}, action_space={act_space}")
-        self._action_low = None if discrete else act_space.low
-        self._action_high = None if discrete else act_space.high
+        self._set_action_mapping(act_space, discrete, rescale_actions)
         self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
         self.clip_ratio = float(clip_ratio)
         self.ppo_epochs, self.minibatches = _positive_int(ppo_epochs, "ppo_epochs"), _positive_int(
@@ -505,8 +500,7 @@ class RL2(RLLearner):
             actions, new_state = self._act_fn(x, tf.constant(state), tf.constant([step_seed, h], tf.int64),
                                               deterministic)
             actions, new_state = actions.numpy(), new_state.numpy()
-            env_actions = actions if self._action_low is None else np.clip(
-                actions, self._action_low, self._action_high)
+            env_actions = self.env_actions(actions)
             lengths = buffer.data()["lengths"].reshape(n).copy() if record_states else None
             nxt, rewards, terminated, truncated, infos = venv.step(env_actions)
             valid = np.asarray(buffer.add(obs, actions, rewards, terminated, truncated, nxt, infos)).reshape(n)
