@@ -115,22 +115,6 @@ def test_fit_history_callbacks_adapt_and_meta_evaluate():
     assert learner.meta_evaluate([task], steps=[0, 1], episodes=3) == results
 
 
-@pytest.mark.parametrize("rescale_actions", [False, True])
-def test_collect_maps_policy_actions_onto_the_env_bounds(rescale_actions):
-    # max_action 0.2 also checks that the batched navigation keeps the env's own settings.
-    body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
-    learner = MAMLRL(GaussianPolicy(body, 2, log_std_init=0.5), Navigation2D(horizon=4, max_action=0.2), seed=1,
-                     rescale_actions=rescale_actions)
-    tasks = learner.env.sample_tasks(2, seed=0)
-    buffer = learner.collect(learner._tile(learner.policy.weights_list(), 2), tasks, 3, seed=5)
-    d = buffer.data()
-    actions = d["actions"].astype(np.float64)
-    assert np.abs(actions).max() > 1.0  # std e^0.5: some actions fall outside both ranges
-    moved = d["next_observations"] - d["observations"]
-    expected = 0.2 * np.clip(actions, -1.0, 1.0) if rescale_actions else np.clip(actions, -0.2, 0.2)
-    np.testing.assert_allclose(moved, expected, atol=1e-6)
-
-
 def test_rescale_actions_needs_finite_continuous_bounds():
     body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="finite bounds for `rescale_actions=True`. Received: action_space="):

@@ -96,20 +96,6 @@ def test_continuous_navigation_trains_one_iteration():
     assert set(returns) == {0, 1} and all(v < 0 for v in returns.values())
 
 
-@pytest.mark.parametrize("rescale_actions", [False, True])
-def test_collect_maps_policy_actions_onto_the_env_bounds(rescale_actions):
-    # The same mapping as MAMLRL's (shared in RLLearner): policy units onto +-max_action.
-    policy = RL2Policy(2, action_dim=2, units=4, log_std_init=0.5)
-    learner = RL2(policy, Navigation2D(horizon=4, max_action=0.2), episodes_per_trial=1, seed=1,
-                  rescale_actions=rescale_actions)
-    d = learner.collect(learner.env.sample_tasks(2, seed=0), trials_per_task=3, seed=5).data()
-    actions = d["actions"].astype(np.float64)
-    assert np.abs(actions).max() > 1.0  # std e^0.5: some actions fall outside both ranges
-    moved = d["next_observations"] - d["observations"]
-    expected = 0.2 * np.clip(actions, -1.0, 1.0) if rescale_actions else np.clip(actions, -0.2, 0.2)
-    np.testing.assert_allclose(moved, expected, atol=1e-6)
-
-
 def test_rescale_actions_needs_a_continuous_action_space():
     with pytest.raises(ValueError, match="finite bounds for `rescale_actions=True`. Received: action_space=Discrete"):
         RL2(None, BernoulliBandit(2), units=4, rescale_actions=True)
