@@ -177,11 +177,21 @@ def fuzz_rollout(inp):
                        inp.array(rows, np.float32) > 1, inp.array(rows, np.float32) > 1,
                        inp.array(rows + [o], np.float32), valid, task)
         elif op == 2:
-            buffer.gae(inp.array([t, e, h], np.float32), inp.array([t, e, h], np.float32), inp.number(),
-                       inp.number(), bool(inp.byte() % 2))
+            values, next_values = inp.array([t, e, h], np.float32), inp.array([t, e, h], np.float32)
+            # out=: absent, fresh arrays, or ones aliasing an input or each other.
+            out = inp.choice([None, "fresh", "values", "same", "one"])
+            if out == "fresh":
+                out = (inp.array([t, e, h], np.float32), inp.array([t, e, h], np.float32))
+            elif out in ("values", "same"):
+                first = inp.array([t, e, h], np.float32)
+                out = (first, values if out == "values" else first)
+            elif out == "one":
+                out = inp.array([t, e, h], np.float32)
+            buffer.gae(values, next_values, inp.number(), inp.number(), bool(inp.byte() % 2), out)
         elif op == 3:
             nv = None if inp.byte() % 2 else inp.array([t, e, h], np.float32)
-            buffer.discounted_returns(inp.number(), nv, bool(inp.byte() % 2))
+            out = None if inp.byte() % 2 else (nv if inp.byte() % 4 == 0 else inp.array([t, e, h], np.float32))
+            buffer.discounted_returns(inp.number(), nv, bool(inp.byte() % 2), out)
         else:
             buffer.clear()
     data = buffer.data()
