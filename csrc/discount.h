@@ -7,19 +7,12 @@
 // with advantages A and returns A + V. Within a trial (trial_level) an episode end is not
 // a cut. Arithmetic is in double precision; outputs are float32.
 #pragma once
-#include <cstdint>
 #include <string>
 #include <vector>
 
-namespace keras_meta {
+#include "rollout_rows.h"
 
-struct RolloutRows {
-  int64_t rows, horizon;
-  const int64_t* lengths;  // [rows]
-  const float* rewards;    // [rows, horizon], and so on
-  const bool *terminated, *truncated;
-  const int32_t* trials;  // trial id per step, only read when trial_level
-};
+namespace keras_meta {
 
 // values and next_values may be null (read as zeros); advantages may be null (not written).
 // Writes every element of the outputs, zeros past each row's length. Thread-safe, no GIL.

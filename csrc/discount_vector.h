@@ -1,7 +1,9 @@
 // The vector kernel of discount.h's recursion, written once over a lane type V and compiled
 // per instruction set in its own translation unit (discount_avx2.cc, discount_avx512.cc, each
-// built with that ISA's flags; see CMakeLists.txt). Everything here has internal linkage, so
-// code compiled for one ISA can never be linked in place of another's.
+// built with that ISA's flags; see CMakeLists.txt). Those units must not define any inline
+// function or template with external linkage (the standard library's included): the linker
+// keeps one copy of such code for the whole module and may pick the one compiled for an ISA
+// the CPU lacks. Hence the anonymous namespace below and the lean includes.
 //
 // A block of W steps computes its TD errors d and decay factors c at once and solves
 // A_t = d_t + c_t A_{t+1} inside the vector with a log-step (Hillis-Steele) scan composed
@@ -14,7 +16,7 @@
 // (a & ~b), select (mask ? a : b), sub, mul, fmadd, shift<K> (lane j <- lane j + K, fill
 // past the end) and first (lane 0).
 #pragma once
-#include "discount.h"
+#include "rollout_rows.h"
 
 namespace keras_meta {
 
