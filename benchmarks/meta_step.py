@@ -22,6 +22,8 @@ draws the same task batches (``tasks.sample(meta_batch, step_seed(0, step))``) i
 before each call, as ``fit`` does in-graph, and is called once per meta-step. It is traced
 with the library's exact BatchNormalization moments so that it computes the same
 meta-gradient (Keras's own moments give a wrong second-order gradient through BN).
+``jax`` (sinusoid only, with ``--jax-python``) is the independent JAX implementation of
+``jax_maml_step.py``, run by that interpreter, so JAX need not share the TensorFlow venv.
 
 Protocol: each (workload, order, mode) runs in a fresh subprocess (``--one CONFIG``, which
 prints one JSON line), so peak memory is that process's ``ru_maxrss`` (and the GPU
@@ -74,7 +76,7 @@ WORKLOADS = {
                          inner_lr=0.1, spe=2, steps=2, reps=2),
 }
 QUICK_WORKLOADS = ("sinusoid-1", "sinusoid-5")
-MODES = ("xla", "vmap", "loop", "hand")
+MODES = ("xla", "vmap", "loop", "hand", "jax")
 ORDERS = ("second", "first")
 MODE_FLAGS = {"xla": (True, False), "vmap": (False, True), "loop": (False, False)}
 
@@ -276,8 +278,12 @@ def _has_gpu():
         return False
 
 
-def _run_subprocess(cfg, timeout):
-    cmd = [sys.executable, os.path.abspath(__file__), "--one", json.dumps(cfg)]
+def _run_subprocess(cfg, timeout, jax_python=None):
+    if cfg["mode"] == "jax":
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jax_maml_step.py")
+        cmd = [jax_python, script, "--one", json.dumps(cfg)]
+    else:
+        cmd = [sys.executable, os.path.abspath(__file__), "--one", json.dumps(cfg)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -326,6 +332,21 @@ def _table(results, on_gpu):
     return "\n".join(lines)
 
 
+def _against_jax(results):
+    """One line per (workload, order) with a JAX result: the default mode's it/s over JAX's."""
+    done = [r for r in results if "its" in r]
+    for r in done:
+        c = r["config"]
+        if c["mode"] != "jax":
+            continue
+        default = [d for d in done if d["config"]["workload"] == c["workload"]
+                   and d["config"]["order"] == c["order"] and d.get("auto") == d["config"]["mode"]]
+        if default:
+            d = default[0]
+            yield (f"{c['workload']} {c['order']}: default ({d['config']['mode']}) / JAX = "
+                   f"{d['its'] / r['its']:.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -346,6 +367,8 @@ def main():
     parser.add_argument("--threads", type=int, default=0,
                         help="TF intra/inter-op threads (0: TensorFlow's default)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per configuration")
+    parser.add_argument("--jax-python", help="a Python with JAX installed: adds the `jax` mode "
+                                             "(jax_maml_step.py) to the sinusoid workloads")
     parser.add_argument("--json", help="write all results to this path")
     args = parser.parse_args()
 
@@ -386,8 +409,10 @@ def main():
                         and not args.xla_cpu_conv:
                     results.append({"config": cfg, "skipped": "XLA:CPU convs (--xla-cpu-conv)"})
                     continue
+                if mode == "jax" and (spec["kind"] != "sinusoid" or not args.jax_python):
+                    continue  # the JAX reference exists for the sinusoid MLP only
                 t0 = time.perf_counter()
-                r = _run_subprocess(cfg, args.timeout)
+                r = _run_subprocess(cfg, args.timeout, args.jax_python)
                 results.append(r)
                 status = (f"{r['its']:.1f} it/s" if "its" in r else r.get("error", "?"))
                 print(f"  [{time.perf_counter() - started:6.0f} s] {name} {order} {mode}: "
@@ -410,6 +435,8 @@ def main():
               f"{c['reps']} reps")
     print()
     print(_table(results, on_gpu))
+    for line in _against_jax(results):
+        print(line)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
