@@ -78,7 +78,11 @@ class RLLearner:
         return env.observation_space, env.action_space
 
     def _set_action_mapping(self, action_space, discrete, rescale_actions):
-        """Raises a ValueError when `rescale_actions` cannot apply to `action_space`."""
+        """Sets how `env_actions` maps policy actions onto `action_space`.
+
+        Raises:
+            ValueError: `rescale_actions` for a discrete space or one with infinite bounds.
+        """
         rescale_actions = bool(rescale_actions)
         if rescale_actions and (discrete or not (np.isfinite(action_space.low).all()
                                                  and np.isfinite(action_space.high).all())):
