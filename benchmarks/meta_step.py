@@ -12,7 +12,8 @@ Workloads (MAML, Adam(1e-3), second order and first order):
   uint8 images (100 classes x 20 examples).
 
 Execution modes of the library: ``xla`` (compile(jit_compile=True, vectorize=False)),
-``vmap`` (jit_compile=False, vectorize=True) and ``loop`` (both False), each through the
+``xla-vmap`` (both True), ``vmap`` (jit_compile=False, vectorize=True) and ``loop`` (both
+False), each through the
 real ``MetaLearner.fit`` path with ``steps_per_execution``; ``*`` in the table marks the
 mode that ``"auto"`` picks on this machine. ``hand`` is the obvious hand-written step: a
 plain ``@tf.function`` (no XLA) that loops over tasks with ``tf.while_loop`` (or unrolled
@@ -76,9 +77,9 @@ WORKLOADS = {
                          inner_lr=0.1, spe=2, steps=2, reps=2),
 }
 QUICK_WORKLOADS = ("sinusoid-1", "sinusoid-5")
-MODES = ("xla", "vmap", "loop", "hand", "jax")
+MODES = ("xla", "xla-vmap", "vmap", "loop", "hand", "jax")
 ORDERS = ("second", "first")
-MODE_FLAGS = {"xla": (True, False), "vmap": (False, True), "loop": (False, False)}
+MODE_FLAGS = {"xla": (True, False), "xla-vmap": (True, True), "vmap": (False, True), "loop": (False, False)}
 
 
 # ----- one configuration (runs in its own subprocess) ---------------------------------
@@ -208,7 +209,7 @@ def run_one(cfg):
     # What "auto" would pick here (the library's own rule).
     learner.compile(jit_compile="auto", vectorize="auto")
     learner._resolve_execution()
-    result["auto"] = "xla" if learner.jit else ("vmap" if learner.vectorize else "loop")
+    result["auto"] = {flags: mode for mode, flags in MODE_FLAGS.items()}[learner.jit, learner.vectorize]
     if gpus:
         tf.config.experimental.reset_memory_stats("GPU:0")
     rss_setup = _maxrss_mib()

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_meta import inner
+from keras_meta._vectorize import map_tasks
 from keras_meta.functional import (
     check_tensorflow_backend,
     exact_batch_statistics,
@@ -323,10 +324,10 @@ class MetaLearner(keras.Model):
             steps_per_execution: Meta-steps per compiled call (1 under a multi-replica
                 strategy).
             run_eagerly: Run every meta-step eagerly (debugging; slow).
-            jit_compile: Compile the meta-gradient with XLA. `"auto"` chooses per model
-                and device (XLA for dense models, never for convolutions on CPU).
+            jit_compile: Compile the meta-gradient with XLA. `"auto"`: on GPUs only.
             vectorize: Vectorise over the tasks of a meta-batch with `tf.vectorized_map`
-                instead of looping. `"auto"` chooses per model and device.
+                instead of looping; combines with `jit_compile`. `"auto"`: for models
+                without convolutions.
         """
         check_positive_int(steps_per_execution, "steps_per_execution")
         replicas = self.distribute_strategy.num_replicas_in_sync
@@ -340,12 +341,6 @@ class MetaLearner(keras.Model):
             )
         _check_choice(jit_compile, "jit_compile")
         _check_choice(vectorize, "vectorize")
-        if jit_compile is True and vectorize is True:
-            raise ValueError(
-                "Expected at most one of `jit_compile` and `vectorize` to be True: "
-                "vectorized_map under XLA retraces on every call. Received: "
-                "jit_compile=True, vectorize=True"
-            )
         optimizer = keras.optimizers.Adam(1e-3) if optimizer is None else optimizer
         if loss is not None:
             _loss_function(loss)
@@ -410,11 +405,12 @@ class MetaLearner(keras.Model):
         # Measured in benchmarks/meta_step.py: on CPU the task-vectorized path is the
         # fastest for dense models, while convolutions are fastest in the plain task
         # loop (vectorized convolutions are slower and far larger in memory, and XLA:CPU
-        # convolutions are an order of magnitude slower than oneDNN's). GPUs get XLA.
+        # convolutions are an order of magnitude slower than oneDNN's). GPUs get XLA,
+        # vectorized over tasks for dense models as JAX would (not measured on a GPU here).
         if jit == "auto":
-            jit = vectorize is not True and on_gpu
+            jit = on_gpu
         if vectorize == "auto":
-            vectorize = not jit and not self._has_convolutions()
+            vectorize = not self._has_convolutions()
         self.jit, self.vectorize = bool(jit), bool(vectorize)
 
     # ----- losses and metrics ---------------------------------------------------------
@@ -502,10 +498,9 @@ class MetaLearner(keras.Model):
         non_trainables = variable_values(self.model.non_trainable_variables)
         with tf.GradientTape() as tape:
             meta_values = variable_values(variables)
-            losses, predictions, new_nts, directions = tf.vectorized_map(
+            losses, predictions, new_nts, directions = map_tasks(
                 lambda task: self._task_outputs(meta_values, non_trainables, task),
                 tuple(batch),
-                fallback_to_while_loop=True,
             )
             loss = tf.reduce_mean(losses)
         if self.differentiates_inner_loop:
@@ -709,9 +704,7 @@ class MetaLearner(keras.Model):
                 task_curve, tuple(batch),
                 fn_output_signature=(tf.TensorSpec(None, self._loss_dtype()),
                                      tf.TensorSpec(None, self._loss_dtype())),
-            ) if not self.vectorize else tf.vectorized_map(
-                task_curve, tuple(batch), fallback_to_while_loop=True
-            )
+            ) if not self.vectorize else map_tasks(task_curve, tuple(batch))
         # [tasks, steps, ...] -> [steps, tasks, ...]
         perm = [1, 0] + list(range(2, len(predictions.shape)))
         return losses, tf.transpose(predictions, perm)

@@ -1,7 +1,6 @@
 """The shared table of learners run through the generic tests."""
 
 import keras
-import numpy as np
 
 import keras_meta as km
 
@@ -23,6 +22,7 @@ MODES = {
     "function": dict(jit_compile=False, vectorize=False),
     "xla": dict(jit_compile=True, vectorize=False),
     "vectorized": dict(jit_compile=False, vectorize=True),
+    "xla_vectorized": dict(jit_compile=True, vectorize=True),
 }
 
 

@@ -52,6 +52,46 @@ def test_execution_modes_agree(name):
 
 
 @pytest.mark.parametrize("name", LEARNERS)
+def test_xla_vectorized_meta_step_compiles_for_shapes_not_weights(name):
+    # tf.vectorized_map under XLA made the weights compile-time constants, so every
+    # meta-step after an outer update compiled anew (keras_meta/_vectorize.py).
+    learner, _ = trained(name, "xla_vectorized", steps=1)
+    batch = TaskBatch(*(tf.constant(v) for v in TASKS.sample(4, seed=1)))
+    step = learner._meta_gradient_fn()
+
+    def hlo():
+        return step.experimental_get_compiler_ir(batch)(stage="hlo")
+
+    before = hlo()
+    for variable in learner.meta_variables():
+        variable.assign(variable + 0.5)
+    assert hlo() == before
+
+
+def conv_net():
+    return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3),
+                             keras.layers.Flatten(), keras.layers.Dense(1)])
+
+
+@pytest.mark.parametrize("gpu, build, requested, chosen", [
+    (False, mlp, {}, (False, True)),
+    (False, conv_net, {}, (False, False)),
+    (False, mlp, {"jit_compile": True}, (True, True)),
+    (True, mlp, {}, (True, True)),
+    (True, conv_net, {}, (True, False)),
+    (True, mlp, {"vectorize": False}, (True, False)),
+])
+def test_auto_execution_choice(monkeypatch, gpu, build, requested, chosen):
+    devices = [tf.config.LogicalDevice("/device:GPU:0", "GPU")] if gpu else []
+    monkeypatch.setattr(tf.config, "list_logical_devices",
+                        lambda kind=None: devices if kind == "GPU" else [])
+    learner = km.MAML(build())
+    learner.compile(**requested)
+    learner._resolve_execution()
+    assert (learner.jit, learner.vectorize) == chosen
+
+
+@pytest.mark.parametrize("name", LEARNERS)
 def test_fit_lowers_query_loss_and_counts_steps(name):
     learner = LEARNERS[name](mlp())
     learner.compile(optimizer=keras.optimizers.Adam(3e-3))

@@ -8,7 +8,7 @@ import tensorflow as tf
 import keras_meta as km
 from keras_meta.tasks import TaskBatch
 
-from learner_table import mlp
+from learner_table import MODES, mlp
 
 
 def linear_model(dim, seed=0):
@@ -43,8 +43,7 @@ def closed_form_maml_gradient(theta, batch, alpha, first_order):
 
 def meta_gradient(learner, batch, mode="function"):
     """The learner's meta-gradient for `batch`, as one flat float64 vector."""
-    learner.compile(loss="mse", jit_compile=mode == "xla", vectorize=mode == "vectorized",
-                    run_eagerly=mode == "eager")
+    learner.compile(loss="mse", **MODES[mode])
     learner._resolve_loss_and_metrics(None, None)
     learner._resolve_execution()
     batch = TaskBatch(*(tf.constant(v) for v in batch))
@@ -116,6 +115,17 @@ def test_second_order_through_batch_normalization_matches_finite_differences():
     batch = random_batch(tasks=3, shots=6, queries=6, dim=1, seed=3)
     auto, numeric = directional_check(maml, batch)
     np.testing.assert_allclose(auto, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("mode", [mode for mode in MODES if mode != "function"])
+def test_batch_normalization_meta_gradient_is_the_same_in_every_mode(mode):
+    batch = random_batch(tasks=3, shots=6, queries=6, dim=1, seed=3)
+
+    def gradient(mode):
+        maml = km.MAML(mlp(dtype="float64", hidden=8, batch_norm=True), inner_lr=0.3, inner_steps=2)
+        return meta_gradient(maml, batch, mode)
+
+    np.testing.assert_allclose(gradient(mode), gradient("function"), rtol=1e-9, atol=1e-12)
 
 
 def test_keras_batch_statistics_alone_give_wrong_second_order_gradients():
