@@ -23,6 +23,12 @@ struct Avx2 {
     const __m256i wide = _mm256_cvtepu8_epi64(_mm_cvtsi32_si128(flags));
     return _mm256_castsi256_pd(_mm256_cmpgt_epi64(wide, _mm256_setzero_si256()));
   }
+  static bool any(const bool* a, const bool* b) {
+    int32_t x, y;
+    std::memcpy(&x, a, sizeof x);
+    std::memcpy(&y, b, sizeof y);
+    return (x | y) != 0;
+  }
   static Mask same(const int32_t* a, const int32_t* b) {
     const __m128i equal = _mm_cmpeq_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)),
                                           _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));

@@ -19,6 +19,11 @@ struct Avx512 {
     const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
     return static_cast<Mask>(_mm_test_epi8_mask(bytes, bytes));
   }
+  static bool any(const bool* a, const bool* b) {
+    const __m128i either = _mm_or_si128(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(a)),
+                                        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b)));
+    return !_mm_testz_si128(either, either);
+  }
   static Mask same(const int32_t* a, const int32_t* b) {
     return _mm256_cmpeq_epi32_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)),
                                    _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)));

@@ -11,10 +11,14 @@
 // block. The scan reorders the double-precision sums, which moves results by about 1e-16
 // relative.
 //
+// Most blocks hold no episode end. Their decay factors are the same in every such block, so
+// the scan's factors are computed once per call and those blocks skip the flag masks, the
+// bootstrap values and the factor updates, with bit-identical results.
+//
 // V provides: kLanes; Doubles and Mask types; broadcast, load (float -> double), store
-// (double -> float), nonzero (bool flags), same (int32 ids, elementwise ==), either, and_not
-// (a & ~b), select (mask ? a : b), sub, mul, fmadd, shift<K> (lane j <- lane j + K, fill
-// past the end) and first (lane 0).
+// (double -> float), nonzero (bool flags), any (either of two bool flag blocks set), same
+// (int32 ids, elementwise ==), either, and_not (a & ~b), select (mask ? a : b), sub, mul,
+// fmadd, shift<K> (lane j <- lane j + K, fill past the end) and first (lane 0).
 #pragma once
 #include "rollout_rows.h"
 
@@ -43,6 +47,32 @@ inline void scan_block(typename V::Doubles& d, typename V::Doubles& c) {
   }
 }
 
+// scan_block's factors c at each level, and at the end, for a block whose c is all `decay`.
+template <class V>
+struct UncutFactors {
+  static constexpr int kLevels = V::kLanes == 8 ? 3 : 2;
+  static_assert(V::kLanes == 1 << kLevels);
+  typename V::Doubles level[kLevels], total;
+
+  template <int K = 1, int Level = 0>
+  void fill(typename V::Doubles c) {
+    if constexpr (K < V::kLanes) {
+      level[Level] = c;
+      fill<2 * K, Level + 1>(V::mul(c, V::template shift<K>(c, V::broadcast(1.0))));
+    } else {
+      total = c;
+    }
+  }
+
+  template <int K = 1, int Level = 0>
+  void scan(typename V::Doubles& d) const {
+    if constexpr (K < V::kLanes) {
+      d = V::fmadd(level[Level], V::template shift<K>(d, V::broadcast(0.0)), d);
+      scan<2 * K, Level + 1>(d);
+    }
+  }
+};
+
 template <class V>
 void backward_vector(const RolloutRows& in, const float* values, const float* next_values, double gamma, double lam,
                      bool trial_level, float* advantages, float* returns) {
@@ -55,6 +85,8 @@ void backward_vector(const RolloutRows& in, const float* values, const float* ne
   const float* const rewards = in.rewards;
   const bool *const terminated_flags = in.terminated, *const truncated_flags = in.truncated;
   const int32_t* const trials = in.trials;
+  UncutFactors<V> uncut;
+  uncut.fill(decay);
   for (int64_t row = 0; row < in.rows; ++row) {
     const int64_t n = in.lengths[row], base = row * in.horizon;
     // Blocks cover [0, vec) and never hold the row's last step, so reading step t + 1 stays
@@ -64,16 +96,23 @@ void backward_vector(const RolloutRows& in, const float* values, const float* ne
                                          advantages, returns);
     for (int64_t t = vec - W; t >= 0; t -= W) {
       const int64_t i = base + t;
-      const Mask terminated = V::nonzero(terminated_flags + i);
-      Mask cut = V::either(terminated, V::nonzero(truncated_flags + i));
-      if (trial_level) cut = V::and_not(cut, V::same(trials + i, trials + i + 1));
       const Doubles value = values ? V::load(values + i) : zero;
       const Doubles following = values ? V::load(values + i + 1) : zero;
-      const Doubles bootstrap = next_values ? V::select(terminated, zero, V::load(next_values + i)) : zero;
-      const Doubles next = V::select(cut, bootstrap, following);
-      Doubles d = V::fmadd(vgamma, next, V::sub(V::load(rewards + i), value));
-      Doubles c = V::select(cut, zero, decay);
-      scan_block<V>(d, c);
+      const Doubles reward_less_value = V::sub(V::load(rewards + i), value);
+      Doubles d, c;
+      if (!V::any(terminated_flags + i, truncated_flags + i)) {
+        d = V::fmadd(vgamma, following, reward_less_value);
+        uncut.scan(d);
+        c = uncut.total;
+      } else {
+        const Mask terminated = V::nonzero(terminated_flags + i);
+        Mask cut = V::either(terminated, V::nonzero(truncated_flags + i));
+        if (trial_level) cut = V::and_not(cut, V::same(trials + i, trials + i + 1));
+        const Doubles bootstrap = next_values ? V::select(terminated, zero, V::load(next_values + i)) : zero;
+        d = V::fmadd(vgamma, V::select(cut, bootstrap, following), reward_less_value);
+        c = V::select(cut, zero, decay);
+        scan_block<V>(d, c);
+      }
       const Doubles advantage = V::fmadd(c, V::broadcast(carry), d);
       carry = V::first(advantage);
       if (advantages) V::store(advantages + i, advantage);
