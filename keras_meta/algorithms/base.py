@@ -324,7 +324,8 @@ class MetaLearner(keras.Model):
             steps_per_execution: Meta-steps per compiled call (1 under a multi-replica
                 strategy).
             run_eagerly: Run every meta-step eagerly (debugging; slow).
-            jit_compile: Compile the meta-gradient with XLA. `"auto"`: on GPUs only.
+            jit_compile: Compile the meta-step with XLA. `"auto"`: for models without
+                convolutions, and on GPUs for every model.
             vectorize: Vectorise over the tasks of a meta-batch with `tf.vectorized_map`
                 instead of looping; combines with `jit_compile`. `"auto"`: for models
                 without convolutions.
@@ -402,13 +403,14 @@ class MetaLearner(keras.Model):
     def _resolve_execution(self):
         on_gpu = bool(tf.config.list_logical_devices("GPU"))
         jit, vectorize = self._jit_request, self._vectorize_request
-        # Measured in benchmarks/meta_step.py: on CPU the task-vectorized path is the
-        # fastest for dense models, while convolutions are fastest in the plain task
-        # loop (vectorized convolutions are slower and far larger in memory, and XLA:CPU
-        # convolutions are an order of magnitude slower than oneDNN's). GPUs get XLA,
-        # vectorized over tasks for dense models as JAX would (not measured on a GPU here).
+        # Measured in benchmarks/meta_step.py: on CPU, XLA over task-vectorized steps is
+        # the fastest for dense models, while convolutions are fastest in the plain task
+        # loop without XLA (vectorized convolutions are slower and far larger in memory,
+        # and XLA:CPU convolutions are an order of magnitude slower than oneDNN's). GPUs
+        # get XLA, vectorized over tasks for dense models as JAX would (not measured on a
+        # GPU here).
         if jit == "auto":
-            jit = on_gpu
+            jit = on_gpu or not self._has_convolutions()
         if vectorize == "auto":
             vectorize = not self._has_convolutions()
         self.jit, self.vectorize = bool(jit), bool(vectorize)
@@ -626,10 +628,24 @@ class MetaLearner(keras.Model):
 
     def train_step(self, data):
         batch = self._batch_from_data(data)
+        return self._meta_update_fn()(batch)
+
+    def _meta_update(self, batch):
         grads, loss, predictions, new_nts = self._meta_gradient_fn()(batch)
         self._apply_if_finite(loss, grads, new_nts)
         _assign_everywhere(self.task_step, self.task_step + 1, average=False)
         return self._update_metrics(loss, batch.query_y, predictions)
+
+    def _meta_update_fn(self):
+        # Under XLA the outer update and the metrics join the meta-gradient in one
+        # compiled call instead of running op by op around it (1.1-1.7x more meta-steps/s
+        # for the 1-step sinusoid MLP on CPU, benchmarks/RESULTS.md). Task sampling (a
+        # NumPy function) stays outside, and so does the update under several replicas
+        # (cross-replica updates do not compile).
+        single_replica = tf.distribute.get_strategy().num_replicas_in_sync == 1
+        if self.run_eagerly or not self.jit or not single_replica:
+            return self._meta_update
+        return self._compiled("meta_update", self._meta_update, True)
 
     def _apply_if_finite(self, loss, grads, new_non_trainables):
         """Applies a meta-update only when it is finite.

@@ -74,9 +74,9 @@ def conv_net():
 
 
 @pytest.mark.parametrize("gpu, build, requested, chosen", [
-    (False, mlp, {}, (False, True)),
+    (False, mlp, {}, (True, True)),
     (False, conv_net, {}, (False, False)),
-    (False, mlp, {"jit_compile": True}, (True, True)),
+    (False, mlp, {"jit_compile": False}, (False, True)),
     (True, mlp, {}, (True, True)),
     (True, conv_net, {}, (True, False)),
     (True, mlp, {"vectorize": False}, (True, False)),

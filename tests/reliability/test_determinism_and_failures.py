@@ -6,7 +6,7 @@ import pytest
 
 import keras_meta as km
 
-from learner_table import LEARNERS, mlp, weights_of
+from learner_table import LEARNERS, MODES, mlp, weights_of
 
 TASKS = km.tasks.Sinusoid(shots=5, queries=5)
 
@@ -31,9 +31,10 @@ def test_same_seed_same_run_different_seed_different_run(name):
     assert any(not np.array_equal(x, y) for x, y in zip(weights_of(a), weights_of(c)))
 
 
-def test_diverging_inner_loop_shows_nan_and_keeps_weights_finite(tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_diverging_inner_loop_shows_nan_and_keeps_weights_finite(tmp_path, mode):
     learner = km.MAML(mlp(), inner_lr=1e12, inner_steps=3)
-    learner.compile()
+    learner.compile(**MODES[mode])
     before = weights_of(learner)
     checkpoint = tmp_path / "last.keras"
     history = learner.fit(
