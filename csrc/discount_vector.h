@@ -38,11 +38,22 @@ void backward_avx512(const RolloutRows& in, const float* values, const float* ne
 
 namespace {
 
+// One level of the scan, over distance K: A_t += c_t A_{t+K}, and c_t *= c_{t+K}.
+template <class V, int K>
+inline typename V::Doubles add_following(typename V::Doubles d, typename V::Doubles c) {
+  return V::fmadd(c, V::template shift<K>(d, V::broadcast(0.0)), d);
+}
+
+template <class V, int K>
+inline typename V::Doubles compose_following(typename V::Doubles c) {
+  return V::mul(c, V::template shift<K>(c, V::broadcast(1.0)));
+}
+
 template <class V, int K = 1>
 inline void scan_block(typename V::Doubles& d, typename V::Doubles& c) {
   if constexpr (K < V::kLanes) {
-    d = V::fmadd(c, V::template shift<K>(d, V::broadcast(0.0)), d);
-    c = V::mul(c, V::template shift<K>(c, V::broadcast(1.0)));
+    d = add_following<V, K>(d, c);
+    c = compose_following<V, K>(c);
     scan_block<V, 2 * K>(d, c);
   }
 }
@@ -58,7 +69,7 @@ struct UncutFactors {
   void fill(typename V::Doubles c) {
     if constexpr (K < V::kLanes) {
       level[Level] = c;
-      fill<2 * K, Level + 1>(V::mul(c, V::template shift<K>(c, V::broadcast(1.0))));
+      fill<2 * K, Level + 1>(compose_following<V, K>(c));
     } else {
       total = c;
     }
@@ -67,7 +78,7 @@ struct UncutFactors {
   template <int K = 1, int Level = 0>
   void scan(typename V::Doubles& d) const {
     if constexpr (K < V::kLanes) {
-      d = V::fmadd(level[Level], V::template shift<K>(d, V::broadcast(0.0)), d);
+      d = add_following<V, K>(d, level[Level]);
       scan<2 * K, Level + 1>(d);
     }
   }

@@ -642,7 +642,7 @@ class MetaLearner(keras.Model):
         # for the 1-step sinusoid MLP on CPU, benchmarks/RESULTS.md). Task sampling (a
         # NumPy function) stays outside, and so does the update under several replicas
         # (cross-replica updates do not compile).
-        single_replica = tf.distribute.get_strategy().num_replicas_in_sync == 1
+        single_replica = self.distribute_strategy.num_replicas_in_sync == 1
         if self.run_eagerly or not self.jit or not single_replica:
             return self._meta_update
         return self._compiled("meta_update", self._meta_update, True)

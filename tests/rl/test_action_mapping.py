@@ -35,6 +35,10 @@ def test_collect_maps_policy_actions_onto_the_env_bounds(collect, rescale_action
 class _RecordingNavigation(Navigation2D):
     """Navigation2D that keeps each (observation, action) pair it is stepped with."""
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.received = []
+
     def reset(self, **kwargs):
         self._obs, info = super().reset(**kwargs)
         return self._obs, info
@@ -48,7 +52,6 @@ class _RecordingNavigation(Navigation2D):
 @pytest.mark.parametrize("rescale_actions", [False, True])
 def test_meta_world_protocol_maps_maml_rl_actions_like_collection(rescale_actions):
     env = _RecordingNavigation(horizon=5, max_action=0.2)
-    env.received = []
     body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, kernel_initializer="ones",
                                                                    bias_initializer="ones")])
     learner = MAMLRL(GaussianPolicy(body, 2), env, seed=1, rescale_actions=rescale_actions)
