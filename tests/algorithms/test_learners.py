@@ -159,6 +159,37 @@ def test_steps_per_execution_matches_single_steps():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+class RecordingSinusoid(km.tasks.Sinusoid):
+    """Sinusoid tasks that record the seed of every meta-batch drawn."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seeds = []
+
+    def sample(self, meta_batch_size, seed):
+        self.seeds.append(seed)
+        return super().sample(meta_batch_size, seed)
+
+
+@pytest.mark.parametrize("mode", ["function", "xla_vectorized"])
+def test_steps_per_execution_samples_each_step_in_order(mode, monkeypatch):
+    # A chunk of two meta-batches per sampling call, so that 5 steps per execution take
+    # chunks of 2, 2 and 1 and the task counter is read between chunks.
+    batch_bytes = 4 * (5 + 5) * 2 * 4
+    monkeypatch.setattr(km.algorithms.base, "_SAMPLE_CHUNK_BYTES", 2 * batch_bytes)
+    tasks = RecordingSinusoid(shots=5, queries=5)
+    learner = LEARNERS["maml"](mlp())
+    learner.compile(optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=5, **MODES[mode])
+    learner.fit(tasks, meta_batch_size=4, epochs=2, steps_per_epoch=5, verbose=0, seed=7)
+    first_draw = 1  # fit draws step 0's batch once up front to check the tasks against the model
+    assert tasks.seeds[first_draw:] == [km.tasks.step_seed(7, s) for s in range(10)]
+    single = LEARNERS["maml"](mlp())
+    single.compile(optimizer=keras.optimizers.Adam(1e-2), **MODES[mode])
+    single.fit(TASKS, meta_batch_size=4, epochs=2, steps_per_epoch=5, verbose=0, seed=7)
+    for a, b in zip(weights_of(learner), weights_of(single)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", LEARNERS)
 def test_adapt_returns_adapted_copy_and_leaves_meta_weights(name):
     learner, _ = trained(name)
