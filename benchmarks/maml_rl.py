@@ -96,7 +96,7 @@ def main():
     print(f"train wall time {train_time:.1f}s ({iterations} meta-iterations), eval {time.perf_counter() - t0:.1f}s")
     print("steps                      " + "  ".join(f"{k:>8d}" for k in results))
     print(f"return, alpha {alpha:<12g} " + "  ".join(f"{v:8.2f}" for v in results.values()))
-    print(f"return, alpha then alpha/2  " + "  ".join(f"{v:8.2f}" for v in halved.values()))
+    print("return, alpha then alpha/2  " + "  ".join(f"{v:8.2f}" for v in halved.values()))
     if navigation:
         print("paper (alpha then alpha/2)  " + "  ".join(f"{v:8.1f}" for v in (-40.4, -11.7, -3.3, -3.2)))
     print(f"post-adaptation gain (3 steps - 0 steps): {results[3] - results[0]:.2f} / {halved[3] - halved[0]:.2f}")
