@@ -271,6 +271,7 @@ class MetaLearner(keras.Model):
         self._metric_spec = None
         self._loss_fn = None
         self._train_source = None
+        self._train_sampling = None
         self._steps_to_skip = 0
         self._functions = {}
         self.jit = False
@@ -915,9 +916,12 @@ class MetaLearner(keras.Model):
                                                       validation_batches, seed)
         self._resolve_loss_and_metrics(tasks, example)
         self._resolve_execution()
-        if self._train_source is not tasks:
+        # The train function samples with the meta-batch size and seed it was traced with.
+        sampling = (meta_batch_size, seed)
+        if self._train_source is not tasks or self._train_sampling != sampling:
             self.train_function = None
             self._train_source = tasks
+            self._train_sampling = sampling
         self.test_function = None
         if not self.optimizer.built:
             # The order Keras uses when it restores optimizer state (BackupAndRestore,

@@ -160,14 +160,16 @@ def test_steps_per_execution_matches_single_steps():
 
 
 class RecordingSinusoid(km.tasks.Sinusoid):
-    """Sinusoid tasks that record the seed of every meta-batch drawn."""
+    """Sinusoid tasks that record the size and seed of every meta-batch drawn."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.seeds = []
+        self.sizes = []
 
     def sample(self, meta_batch_size, seed):
         self.seeds.append(seed)
+        self.sizes.append(meta_batch_size)
         return super().sample(meta_batch_size, seed)
 
 
@@ -188,6 +190,19 @@ def test_steps_per_execution_samples_each_step_in_order(mode, monkeypatch):
     single.fit(TASKS, meta_batch_size=4, epochs=2, steps_per_epoch=5, verbose=0, seed=7)
     for a, b in zip(weights_of(learner), weights_of(single)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_second_fit_samples_with_its_own_seed_and_meta_batch_size():
+    tasks = RecordingSinusoid(shots=5, queries=5)
+    learner = LEARNERS["maml"](mlp())
+    learner.compile(optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=2)
+    learner.fit(tasks, meta_batch_size=4, epochs=1, steps_per_epoch=2, verbose=0, seed=0)
+    tasks.seeds.clear()
+    tasks.sizes.clear()
+    learner.fit(tasks, meta_batch_size=6, epochs=1, steps_per_epoch=2, verbose=0, seed=5)
+    # The up-front check draws step 0 of the new run; the steps continue the task counter.
+    assert tasks.seeds == [km.tasks.step_seed(5, s) for s in (0, 2, 3)]
+    assert tasks.sizes == [6, 6, 6]
 
 
 @pytest.mark.parametrize("name", LEARNERS)
