@@ -54,15 +54,20 @@ def train_sinusoid(args):
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     batch, params = test.sample_with_params(3, 123)
     grid = np.linspace(-5, 5, 200, dtype="float32")[:, None]
+
+    def on_grid(model):
+        # A direct call: `predict` would trace a function for every adapted model.
+        return keras.ops.convert_to_numpy(model(grid))
+
     for ax, sx, sy, (amp, phase) in zip(axes[:3], batch.support_x, batch.support_y, params):
         ax.plot(grid, amp * np.sin(grid - phase), "k-", label="true")
         ax.plot(sx, sy, "k^", label=f"{args.shots} support points")
-        ax.plot(grid, maml.model.predict(grid, verbose=0), ":", label="meta-model (0 steps)")
+        ax.plot(grid, on_grid(maml.model), ":", label="meta-model (0 steps)")
         for k in (1, 10):
             adapted = maml.adapt(sx, sy, steps=k, inner_lr=args.eval_lr)
-            ax.plot(grid, adapted.predict(grid, verbose=0), label=f"MAML, {k} step(s)")
+            ax.plot(grid, on_grid(adapted), label=f"MAML, {k} step(s)")
         adapted = baseline.adapt(sx, sy, steps=10, inner_lr=args.eval_lr)
-        ax.plot(grid, adapted.predict(grid, verbose=0), "--", label="pretrained, 10 steps")
+        ax.plot(grid, on_grid(adapted), "--", label="pretrained, 10 steps")
         ax.set_title(f"held-out task: A={amp:.2f}, phase={phase:.2f}")
     axes[0].legend(fontsize=7)
     for name, result in curves.items():
