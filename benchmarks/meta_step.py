@@ -13,18 +13,18 @@ Workloads (MAML, Adam(1e-3), second order and first order):
 
 Execution modes of the library: ``xla`` (compile(jit_compile=True, vectorize=False)),
 ``xla-vmap`` (both True), ``vmap`` (jit_compile=False, vectorize=True) and ``loop`` (both
-False), each through the
-real ``MetaLearner.fit`` path with ``steps_per_execution``; ``*`` in the table marks the
-mode that ``"auto"`` picks on this machine. ``hand`` is the obvious hand-written step: a
-plain ``@tf.function`` (no XLA) that loops over tasks with ``tf.while_loop`` (or unrolled
-in Python with ``--baseline python``), takes the inner gradients with a nested
-``tf.GradientTape`` on ``model.stateless_call``, the outer gradient, and applies Adam; it
-draws the same task batches (``tasks.sample(meta_batch, step_seed(0, step))``) in Python
-before each call, as ``fit`` does in-graph, and is called once per meta-step. It is traced
-with the library's exact BatchNormalization moments so that it computes the same
-meta-gradient (Keras's own moments give a wrong second-order gradient through BN).
-``jax`` (sinusoid only, with ``--jax-python``) is the independent JAX implementation of
-``jax_maml_step.py``, run by that interpreter, so JAX need not share the TensorFlow venv.
+False), each through the real ``MetaLearner.fit`` path with ``steps_per_execution``; ``*``
+in the table marks the mode that ``"auto"`` picks on this machine. ``hand`` is the obvious
+hand-written step: a plain ``@tf.function`` (no XLA) that loops over tasks with
+``tf.while_loop`` (or unrolled in Python with ``--baseline python``), takes the inner
+gradients with a nested ``tf.GradientTape`` on ``model.stateless_call``, the outer
+gradient, and applies Adam; it draws the same task batches (``tasks.sample(meta_batch,
+step_seed(0, step))``) in Python before each call, as ``fit`` does in-graph, and is called
+once per meta-step. It is traced with the library's exact BatchNormalization moments so
+that it computes the same meta-gradient (Keras's own moments give a wrong second-order
+gradient through BN). ``jax`` (sinusoid only, with ``--jax-python``) is the independent
+JAX implementation of ``jax_maml_step.py``, run by that interpreter, so JAX need not share
+the TensorFlow venv.
 
 Protocol: each (workload, order, mode) runs in a fresh subprocess (``--one CONFIG``, which
 prints one JSON line), so peak memory is that process's ``ru_maxrss`` (and the GPU
