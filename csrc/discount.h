@@ -5,7 +5,8 @@
 //             termination, next_values_t after truncation or at the end of an unfinished row,
 //   A_t = delta_t + gamma * lam * A_{t+1}  (the product term dropped at an episode cut),
 // with advantages A and returns A + V. Within a trial (trial_level) an episode end is not
-// a cut. Arithmetic is in double precision; outputs are float32.
+// a cut. Outputs are float32; the scalar kernel computes in double precision, the AVX2 kernel
+// in float32 (within a few float32 roundings of the scalar one).
 #pragma once
 #include <string>
 #include <vector>
@@ -19,9 +20,9 @@ namespace keras_meta {
 void discounted_backward(const RolloutRows& rows, const float* values, const float* next_values, double gamma,
                          double lam, bool trial_level, float* advantages, float* returns);
 
-// discounted_backward runs one of several kernels: "scalar" (the reference the others are
-// tested against), and on x86-64 "avx2" (AVX2 + FMA) and "avx512" (AVX-512F/BW/VL/DQ). The
-// best one the CPU has is chosen at load time; tests and benchmarks can choose another.
+// discounted_backward runs one of two kernels: "scalar" (portable, double precision), and on
+// x86-64 "avx2" (AVX2 + FMA, float32). The best one the CPU has is chosen at load time; tests
+// and benchmarks can choose another.
 std::vector<std::string> available_backward_kernels();
 std::string backward_kernel();
 void set_backward_kernel(const std::string& name);  // std::invalid_argument if not available

@@ -1,4 +1,4 @@
-// discount_vector.h's kernel on four doubles per step block (AVX2 + FMA). Compiled with
+// discount_vector.h's kernel on eight float32 steps per block (AVX2 + FMA). Compiled with
 // -mavx2 -mfma; only called when the CPU has both (discount.cc).
 #include <immintrin.h>
 
@@ -10,48 +10,50 @@ namespace keras_meta {
 namespace {
 
 struct Avx2 {
-  static constexpr int kLanes = 4;
-  using Doubles = __m256d;
-  using Mask = __m256d;  // all bits of a lane set where true
+  using Scalar = float;
+  static constexpr int kLanes = 8;
+  using Vec = __m256;
+  using Mask = __m256;  // all bits of a lane set where true
 
-  static Doubles broadcast(double x) { return _mm256_set1_pd(x); }
-  static Doubles load(const float* p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
-  static void store(float* p, Doubles x) { _mm_storeu_ps(p, _mm256_cvtpd_ps(x)); }
+  static Vec broadcast(float x) { return _mm256_set1_ps(x); }
+  static Vec load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, Vec x) { _mm256_storeu_ps(p, x); }
   static Mask nonzero(const bool* p) {
-    int32_t flags;
+    int64_t flags;
     std::memcpy(&flags, p, sizeof flags);
-    const __m256i wide = _mm256_cvtepu8_epi64(_mm_cvtsi32_si128(flags));
-    return _mm256_castsi256_pd(_mm256_cmpgt_epi64(wide, _mm256_setzero_si256()));
+    const __m256i wide = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(flags));
+    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(wide, _mm256_setzero_si256()));
   }
   static bool any(const bool* a, const bool* b) {
-    int32_t x, y;
+    int64_t x, y;
     std::memcpy(&x, a, sizeof x);
     std::memcpy(&y, b, sizeof y);
     return (x | y) != 0;
   }
   static Mask same(const int32_t* a, const int32_t* b) {
-    const __m128i equal = _mm_cmpeq_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)),
-                                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
-    return _mm256_castsi256_pd(_mm256_cvtepi32_epi64(equal));
+    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)),
+                                                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b))));
   }
-  static Mask either(Mask a, Mask b) { return _mm256_or_pd(a, b); }
-  static Mask and_not(Mask a, Mask b) { return _mm256_andnot_pd(b, a); }
-  static Doubles select(Mask m, Doubles a, Doubles b) { return _mm256_blendv_pd(b, a, m); }
-  static Doubles add(Doubles a, Doubles b) { return _mm256_add_pd(a, b); }
-  static Doubles sub(Doubles a, Doubles b) { return _mm256_sub_pd(a, b); }
-  static Doubles mul(Doubles a, Doubles b) { return _mm256_mul_pd(a, b); }
-  static Doubles fmadd(Doubles a, Doubles b, Doubles c) { return _mm256_fmadd_pd(a, b, c); }
+  static Mask either(Mask a, Mask b) { return _mm256_or_ps(a, b); }
+  static Mask and_not(Mask a, Mask b) { return _mm256_andnot_ps(b, a); }
+  static Vec select(Mask m, Vec a, Vec b) { return _mm256_blendv_ps(b, a, m); }
+  static Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+  static Vec sub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
+  static Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+  static Vec fmadd(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
   template <int K>
-  static Doubles shift(Doubles x, Doubles fill) {
-    const Doubles upper_then_fill = _mm256_permute2f128_pd(x, fill, 0x21);  // x2 x3 f f
-    if constexpr (K == 2) {
+  static Vec shift(Vec x, Vec fill) {
+    const Vec upper_then_fill = _mm256_permute2f128_ps(x, fill, 0x21);  // x4..x7 f f f f
+    if constexpr (K == 4) {
       return upper_then_fill;
     } else {
-      static_assert(K == 1);
-      return _mm256_shuffle_pd(x, upper_then_fill, 0b0101);  // x1 x2 x3 f
+      static_assert(K == 1 || K == 2);
+      // Per 128-bit half, the bytes of (upper_then_fill : x) shifted down by K lanes.
+      return _mm256_castsi256_ps(
+          _mm256_alignr_epi8(_mm256_castps_si256(upper_then_fill), _mm256_castps_si256(x), 4 * K));
     }
   }
-  static double first(Doubles x) { return _mm256_cvtsd_f64(x); }
+  static float first(Vec x) { return _mm256_cvtss_f32(x); }
 };
 
 }  // namespace

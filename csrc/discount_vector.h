@@ -1,56 +1,48 @@
 // The vector kernel of discount.h's recursion, written once over a lane type V and compiled
-// per instruction set in its own translation unit (discount_avx2.cc, discount_avx512.cc, each
-// built with that ISA's flags; see CMakeLists.txt). Those units must not define any inline
-// function or template with external linkage (the standard library's included): the linker
-// keeps one copy of such code for the whole module and may pick the one compiled for an ISA
-// the CPU lacks. Hence the anonymous namespace below and the lean includes.
+// per instruction set in its own translation unit (discount_avx2.cc, built with that ISA's
+// flags; see CMakeLists.txt). Such units must not define any inline function or template
+// with external linkage (the standard library's included): the linker keeps one copy of such
+// code for the whole module and may pick the one compiled for an ISA the CPU lacks. Hence the
+// anonymous namespaces here and in discount_steps.h, and the lean includes.
 //
-// A block of W steps computes its TD errors d and decay factors c at once and solves
-// A_t = d_t + c_t A_{t+1} inside the vector with a log-step (Hillis-Steele) scan composed
-// over 1, 2, 4, ... lanes, so the only serial dependence left is one fused multiply-add per
-// block. The scan reorders the double-precision sums, which moves results by about 1e-16
-// relative.
+// Arithmetic is in V::Scalar (float32 for AVX2: eight steps a vector, no conversions, as
+// TF-Agents and the PyTorch libraries compute GAE). A block of W steps computes its TD
+// errors d and decay factors c at once and solves A_t = d_t + c_t A_{t+1} inside the vector
+// with a log-step (Hillis-Steele) scan composed over 1, 2, 4, ... lanes, so the only serial
+// dependence left is one fused multiply-add per block.
 //
 // Most blocks hold no episode end. Their decay factors are the same in every such block, so
 // the scan's factors are computed once per call and those blocks skip the flag masks, the
 // bootstrap values and the factor updates, with bit-identical results.
 //
-// V provides: kLanes; Doubles and Mask types; broadcast, load (float -> double), store
-// (double -> float), nonzero (bool flags), any (either of two bool flag blocks set), same
-// (int32 ids, elementwise ==), either, and_not (a & ~b), select (mask ? a : b), sub, mul,
-// fmadd, shift<K> (lane j <- lane j + K, fill past the end) and first (lane 0).
+// V provides: Scalar, kLanes; Vec and Mask types; broadcast, load (float), store (float),
+// nonzero (bool flags), any (either of two bool flag blocks set), same (int32 ids,
+// elementwise ==), either, and_not (a & ~b), select (mask ? a : b), add, sub, mul, fmadd,
+// shift<K> (lane j <- lane j + K, fill past the end) and first (lane 0).
 #pragma once
+#include "discount_steps.h"
 #include "rollout_rows.h"
 
 namespace keras_meta {
 
-// Steps [lo, hi) of one row, latest first, starting from carry = A_hi; returns A_lo.
-// Defined in discount.cc (the scalar kernel), used by the vector kernels for each row's tail.
-double backward_scalar_steps(const RolloutRows& in, int64_t row, int64_t lo, int64_t hi, const float* values,
-                             const float* next_values, double gamma, double lam, bool trial_level, double carry,
-                             float* advantages, float* returns);
-void zero_row_tail(const RolloutRows& in, int64_t row, float* advantages, float* returns);
-
 void backward_avx2(const RolloutRows& in, const float* values, const float* next_values, double gamma, double lam,
                    bool trial_level, float* advantages, float* returns);
-void backward_avx512(const RolloutRows& in, const float* values, const float* next_values, double gamma,
-                     double lam, bool trial_level, float* advantages, float* returns);
 
 namespace {
 
 // One level of the scan, over distance K: A_t += c_t A_{t+K}, and c_t *= c_{t+K}.
 template <class V, int K>
-inline typename V::Doubles add_following(typename V::Doubles d, typename V::Doubles c) {
-  return V::fmadd(c, V::template shift<K>(d, V::broadcast(0.0)), d);
+inline typename V::Vec add_following(typename V::Vec d, typename V::Vec c) {
+  return V::fmadd(c, V::template shift<K>(d, V::broadcast(0)), d);
 }
 
 template <class V, int K>
-inline typename V::Doubles compose_following(typename V::Doubles c) {
-  return V::mul(c, V::template shift<K>(c, V::broadcast(1.0)));
+inline typename V::Vec compose_following(typename V::Vec c) {
+  return V::mul(c, V::template shift<K>(c, V::broadcast(1)));
 }
 
 template <class V, int K = 1>
-inline void scan_block(typename V::Doubles& d, typename V::Doubles& c) {
+inline void scan_block(typename V::Vec& d, typename V::Vec& c) {
   if constexpr (K < V::kLanes) {
     d = add_following<V, K>(d, c);
     c = compose_following<V, K>(c);
@@ -63,10 +55,10 @@ template <class V>
 struct UncutFactors {
   static constexpr int kLevels = V::kLanes == 8 ? 3 : 2;
   static_assert(V::kLanes == 1 << kLevels);
-  typename V::Doubles level[kLevels], total;
+  typename V::Vec level[kLevels], total;
 
   template <int K = 1, int Level = 0>
-  void fill(typename V::Doubles c) {
+  void fill(typename V::Vec c) {
     if constexpr (K < V::kLanes) {
       level[Level] = c;
       fill<2 * K, Level + 1>(compose_following<V, K>(c));
@@ -76,7 +68,7 @@ struct UncutFactors {
   }
 
   template <int K = 1, int Level = 0>
-  void scan(typename V::Doubles& d) const {
+  void scan(typename V::Vec& d) const {
     if constexpr (K < V::kLanes) {
       d = add_following<V, K>(d, level[Level]);
       scan<2 * K, Level + 1>(d);
@@ -87,10 +79,12 @@ struct UncutFactors {
 template <class V>
 void backward_vector(const RolloutRows& in, const float* values, const float* next_values, double gamma, double lam,
                      bool trial_level, float* advantages, float* returns) {
-  using Doubles = typename V::Doubles;
+  using Scalar = typename V::Scalar;
+  using Vec = typename V::Vec;
   using Mask = typename V::Mask;
   constexpr int64_t W = V::kLanes;
-  const Doubles zero = V::broadcast(0.0), vgamma = V::broadcast(gamma), decay = V::broadcast(gamma * lam);
+  const Scalar scalar_gamma = static_cast<Scalar>(gamma), scalar_lam = static_cast<Scalar>(lam);
+  const Vec zero = V::broadcast(0), vgamma = V::broadcast(scalar_gamma), decay = V::broadcast(scalar_gamma * scalar_lam);
   // Local copies: the intrinsics' stores may alias anything, so fields read through `in`
   // would be reloaded after every store.
   const float* const rewards = in.rewards;
@@ -101,16 +95,17 @@ void backward_vector(const RolloutRows& in, const float* values, const float* ne
   for (int64_t row = 0; row < in.rows; ++row) {
     const int64_t n = in.lengths[row], base = row * in.horizon;
     // Blocks cover [0, vec) and never hold the row's last step, so reading step t + 1 stays
-    // inside the row; the rest goes through the scalar recursion first.
+    // inside the row; the rest goes through the scalar recursion first, inlined here (a call
+    // out of the loop cost a fifth of the run time).
     const int64_t vec = n > 0 ? (n - 1) / W * W : 0;
-    double carry = backward_scalar_steps(in, row, vec, n, values, next_values, gamma, lam, trial_level, 0.0,
-                                         advantages, returns);
+    Scalar carry = backward_steps(in, row, vec, n, values, next_values, scalar_gamma, scalar_lam, trial_level,
+                                  Scalar(0), advantages, returns);
     for (int64_t t = vec - W; t >= 0; t -= W) {
       const int64_t i = base + t;
-      const Doubles value = values ? V::load(values + i) : zero;
-      const Doubles following = values ? V::load(values + i + 1) : zero;
-      const Doubles reward_less_value = V::sub(V::load(rewards + i), value);
-      Doubles d, c;
+      const Vec value = values ? V::load(values + i) : zero;
+      const Vec following = values ? V::load(values + i + 1) : zero;
+      const Vec reward_less_value = V::sub(V::load(rewards + i), value);
+      Vec d, c;
       if (!V::any(terminated_flags + i, truncated_flags + i)) {
         d = V::fmadd(vgamma, following, reward_less_value);
         uncut.scan(d);
@@ -119,12 +114,12 @@ void backward_vector(const RolloutRows& in, const float* values, const float* ne
         const Mask terminated = V::nonzero(terminated_flags + i);
         Mask cut = V::either(terminated, V::nonzero(truncated_flags + i));
         if (trial_level) cut = V::and_not(cut, V::same(trials + i, trials + i + 1));
-        const Doubles bootstrap = next_values ? V::select(terminated, zero, V::load(next_values + i)) : zero;
+        const Vec bootstrap = next_values ? V::select(terminated, zero, V::load(next_values + i)) : zero;
         d = V::fmadd(vgamma, V::select(cut, bootstrap, following), reward_less_value);
         c = V::select(cut, zero, decay);
         scan_block<V>(d, c);
       }
-      const Doubles advantage = V::fmadd(c, V::broadcast(carry), d);
+      const Vec advantage = V::fmadd(c, V::broadcast(carry), d);
       carry = V::first(advantage);
       if (advantages) V::store(advantages + i, advantage);
       V::store(returns + i, V::add(advantage, value));

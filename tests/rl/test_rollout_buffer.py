@@ -16,7 +16,7 @@ def _random_buffer(rng, T=3, E=4, H=12, per_trial=2):
     return buf
 
 
-@pytest.fixture(params=["scalar", "avx2", "avx512"])
+@pytest.fixture(params=["scalar", "avx2"])
 def kernel(request):
     """Runs a test with each kernel of csrc/discount.h that this CPU has."""
     if request.param not in _core._backward_kernels():
