@@ -53,6 +53,10 @@ struct Avx2 {
           _mm256_alignr_epi8(_mm256_castps_si256(upper_then_fill), _mm256_castps_si256(x), 4 * K));
     }
   }
+  static Mask lanes_from(int64_t j) {
+    return _mm256_castsi256_ps(
+        _mm256_cmpgt_epi32(_mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8), _mm256_set1_epi32(static_cast<int32_t>(j))));
+  }
   static float first(Vec x) { return _mm256_cvtss_f32(x); }
 };
 

@@ -18,7 +18,8 @@
 // V provides: Scalar, kLanes; Vec and Mask types; broadcast, load (float), store (float),
 // nonzero (bool flags), any (either of two bool flag blocks set), same (int32 ids,
 // elementwise ==), either, and_not (a & ~b), select (mask ? a : b), add, sub, mul, fmadd,
-// shift<K> (lane j <- lane j + K, fill past the end) and first (lane 0).
+// shift<K> (lane j <- lane j + K, fill past the end), lanes_from (lanes j and above) and
+// first (lane 0).
 #pragma once
 #include "discount_steps.h"
 #include "rollout_rows.h"
@@ -92,37 +93,56 @@ void backward_vector(const RolloutRows& in, const float* values, const float* ne
   const int32_t* const trials = in.trials;
   UncutFactors<V> uncut;
   uncut.fill(decay);
+  // The block of steps [i, i + W), starting from carry = A_{i+W}; returns A_i. `flagged`: it
+  // may hold an episode end. `ends` marks cuts besides the flags (the row's last step and the
+  // lanes past it) and `outside` the lanes past the row, whose TD errors are zeroed so that
+  // the data read there cannot leak in.
+  auto block = [&](int64_t i, Scalar carry, bool flagged, Mask ends, Mask outside) {
+    const Vec value = values ? V::load(values + i) : zero;
+    const Vec following = values ? V::load(values + i + 1) : zero;
+    const Vec reward_less_value = V::sub(V::load(rewards + i), value);
+    Vec d, c;
+    if (!flagged) {
+      d = V::fmadd(vgamma, following, reward_less_value);
+      uncut.scan(d);
+      c = uncut.total;
+    } else {
+      const Mask terminated = V::nonzero(terminated_flags + i);
+      Mask cut = V::either(terminated, V::nonzero(truncated_flags + i));
+      if (trial_level) cut = V::and_not(cut, V::same(trials + i, trials + i + 1));
+      cut = V::either(cut, ends);
+      const Vec bootstrap = next_values ? V::select(terminated, zero, V::load(next_values + i)) : zero;
+      d = V::select(outside, zero, V::fmadd(vgamma, V::select(cut, bootstrap, following), reward_less_value));
+      c = V::select(cut, zero, decay);
+      scan_block<V>(d, c);
+    }
+    const Vec advantage = V::fmadd(c, V::broadcast(carry), d);
+    if (advantages) V::store(advantages + i, advantage);
+    V::store(returns + i, V::add(advantage, value));
+    return V::first(advantage);
+  };
+  const Mask none = V::lanes_from(W);
+  const int64_t size = in.rows * in.horizon;
   for (int64_t row = 0; row < in.rows; ++row) {
     const int64_t n = in.lengths[row], base = row * in.horizon;
     // Blocks cover [0, vec) and never hold the row's last step, so reading step t + 1 stays
-    // inside the row; the rest goes through the scalar recursion first, inlined here (a call
-    // out of the loop cost a fifth of the run time).
+    // inside the row. The last 1..W steps, [vec, n), are one more block where the storage
+    // after them can be read (its values are masked off and its outputs written again
+    // later: by the next rows, or as zeros past this row's length), and otherwise go through
+    // the scalar recursion. Either way they stay in this function: a call out of the loop
+    // cost a fifth of the run time.
     const int64_t vec = n > 0 ? (n - 1) / W * W : 0;
-    Scalar carry = backward_steps(in, row, vec, n, values, next_values, scalar_gamma, scalar_lam, trial_level,
-                                  Scalar(0), advantages, returns);
+    Scalar carry = 0;
+    if (n > 0 && base + vec + W + 1 <= size) {
+      const int64_t m = n - vec;
+      carry = block(base + vec, carry, true, V::lanes_from(m - 1), V::lanes_from(m));
+    } else {
+      carry = backward_steps(in, row, vec, n, values, next_values, scalar_gamma, scalar_lam, trial_level, carry,
+                             advantages, returns);
+    }
     for (int64_t t = vec - W; t >= 0; t -= W) {
       const int64_t i = base + t;
-      const Vec value = values ? V::load(values + i) : zero;
-      const Vec following = values ? V::load(values + i + 1) : zero;
-      const Vec reward_less_value = V::sub(V::load(rewards + i), value);
-      Vec d, c;
-      if (!V::any(terminated_flags + i, truncated_flags + i)) {
-        d = V::fmadd(vgamma, following, reward_less_value);
-        uncut.scan(d);
-        c = uncut.total;
-      } else {
-        const Mask terminated = V::nonzero(terminated_flags + i);
-        Mask cut = V::either(terminated, V::nonzero(truncated_flags + i));
-        if (trial_level) cut = V::and_not(cut, V::same(trials + i, trials + i + 1));
-        const Vec bootstrap = next_values ? V::select(terminated, zero, V::load(next_values + i)) : zero;
-        d = V::fmadd(vgamma, V::select(cut, bootstrap, following), reward_less_value);
-        c = V::select(cut, zero, decay);
-        scan_block<V>(d, c);
-      }
-      const Vec advantage = V::fmadd(c, V::broadcast(carry), d);
-      carry = V::first(advantage);
-      if (advantages) V::store(advantages + i, advantage);
-      V::store(returns + i, V::add(advantage, value));
+      carry = block(i, carry, V::any(terminated_flags + i, truncated_flags + i), none, none);
     }
     zero_row_tail(in, row, advantages, returns);
   }
