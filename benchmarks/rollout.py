@@ -8,8 +8,8 @@ sizes by default):
 
     python benchmarks/rollout.py [--tasks 20 --envs 20 --horizon 100 --repeats 15]
 
-GAE is timed with each kernel of csrc/discount.h the CPU has (the default, the fastest, first);
-`--kernels scalar,avx2` chooses which.
+GAE is timed with each kernel of csrc/discount.h the CPU has (the default, the fastest, first:
+AVX2 in float32, then the scalar one in double precision); `--kernels scalar,avx2` chooses which.
 """
 
 import argparse

@@ -226,7 +226,8 @@ class RolloutBuffer:
 
         `delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)` and `A_t = delta_t + gamma * lam * A_{t+1}`,
         restarted at each episode end (each trial end with `trial_level`); after a
-        termination `V(s_{t+1})` is 0, after a truncation it is `next_values_t`.
+        termination `V(s_{t+1})` is 0, after a truncation it is `next_values_t`. On CPUs with
+        AVX2 it is computed in float32 (as TF-Agents does), elsewhere in double precision.
 
         Args:
             values: `V(s_t)`, float32 `[T, E, H]`.
