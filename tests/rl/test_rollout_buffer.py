@@ -75,6 +75,29 @@ def test_a_row_never_reads_the_next_rows_data(horizon, kernel):
     assert (adv[d["masks"] == 0] == 0).all() and (ret[d["masks"] == 0] == 0).all()
 
 
+def test_random_small_buffers_match_twin(kernel):
+    # Many shapes around the vector width: every horizon from 1 to 20, rows of random lengths
+    # and episode ends, with and without bootstrap values and trials.
+    rng = np.random.default_rng(11)
+    for horizon in range(1, 21):
+        T, E = rng.integers(1, 4, size=2)
+        buf = _core.RolloutBuffer(T, E, horizon, 1, 1, False, 2)
+        zeros = np.zeros((T, E, 1), np.float32)
+        for _ in range(horizon):
+            buf.add(zeros, zeros, rng.normal(size=(T, E)).astype(np.float32), rng.random((T, E)) < 0.2,
+                    rng.random((T, E)) < 0.2, zeros, valid=rng.random((T, E)) < 0.8)
+        d = buf.data()
+        values, next_values = rng.normal(size=(2, T, E, horizon)).astype(np.float32)
+        for trial_level in (False, True):
+            for got, want in zip(buf.gae(values, next_values, 0.95, 0.9, trial_level),
+                                 twin.gae(d, values, next_values, 0.95, 0.9, trial_level, 2)):
+                np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+            for bootstrap in (None, next_values):
+                np.testing.assert_allclose(buf.discounted_returns(0.95, bootstrap, trial_level),
+                                           twin.discounted_returns(d, 0.95, bootstrap, trial_level, 2),
+                                           rtol=1e-6, atol=1e-6)
+
+
 def test_long_horizon_precision(kernel):
     # The avx2 kernel computes in float32, so rounding (gamma's own included) compounds over
     # the effective horizon 1 / (1 - gamma * lam): here 1,000 steps, the worst case of RL use.
