@@ -13,6 +13,7 @@ AVX2 in float32, then the scalar one in double precision); `--kernels scalar,avx
 """
 
 import argparse
+import functools
 import time
 
 from keras_meta.integrations import tf_agents as _bridge  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
@@ -34,6 +35,12 @@ def median_time(fn, repeats, number=1):
             fn()
         times.append((time.perf_counter() - t0) / number)
     return float(np.median(times))
+
+
+def warm_time(fn, number):
+    """Mean time of `number` back-to-back calls after one untimed call."""
+    fn()
+    return median_time(fn, 1, number)
 
 
 def variant_name(kernel, out):
@@ -97,19 +104,25 @@ def main():
     # GAE calls take well under a millisecond; averaging 20 back-to-back calls keeps timer noise
     # out. This machine's speed changes by up to 2x from one moment to the next (a shared host),
     # so each repeat times the twin and every kernel back to back and the speed-ups are medians
-    # of the per-repeat ratios.
+    # of the per-repeat ratios. Whichever kernel came right after the twin (whose temporaries
+    # take several MB) ran about 20% slower than the same kernel timed later, so each batch of
+    # 20 follows one untimed call of the same variant, and the order rotates from one repeat to
+    # the next so that no variant always follows the twin.
     # Each kernel is timed twice: returning new arrays, and writing into preallocated ones
-    # (`out=`), which skips the page faults of fresh 160 KB allocations.
+    # (`out=`), which skips allocating two 160 KB arrays a call.
     kernels = args.kernels.split(",")
     out = (np.empty_like(values), np.empty_like(values))
     variants = [(kernel, target) for kernel in kernels for target in (None, out)]
     gae_times = {"twin": [], **{variant_name(*v): [] for v in variants}}
-    for _ in range(args.repeats):
-        gae_times["twin"].append(median_time(lambda: twin.gae(data, values, next_values, 0.99, 0.95), 1, 20))
-        for kernel, target in variants:
-            _core._set_backward_kernel(kernel)
-            gae_times[variant_name(kernel, target)].append(
-                median_time(lambda: buf.gae(values, next_values, 0.99, 0.95, False, target), 1, 20))
+    timed = [("twin", None, functools.partial(twin.gae, data, values, next_values, 0.99, 0.95))] + [
+        (variant_name(kernel, target), kernel, functools.partial(buf.gae, values, next_values, 0.99, 0.95, False, target))
+        for kernel, target in variants]
+    for repeat in range(args.repeats):
+        shift = repeat % len(timed)
+        for name, kernel, fn in timed[shift:] + timed[:shift]:
+            if kernel is not None:
+                _core._set_backward_kernel(kernel)
+            gae_times[name].append(warm_time(fn, 20))
     print(f"T={T} E={E} H={H} obs_dim={O} action_dim={A}: {n} transitions per rollout, "
           f"median of {args.repeats} repeats")
     print(f"C++ RolloutBuffer add + GAE          {n / t_cpp:14,.0f} transitions/s  ({t_cpp * 1e3:8.2f} ms)")

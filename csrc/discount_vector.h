@@ -12,14 +12,15 @@
 // dependence left is one fused multiply-add per block.
 //
 // Most blocks hold no episode end. Their decay factors are the same in every such block, so
-// the scan's factors are computed once per call and those blocks skip the flag masks, the
-// bootstrap values and the factor updates, with bit-identical results.
+// those blocks skip the flag masks, the bootstrap values and the factor updates, and V scans
+// them its own way (V::Uncut, from the decay factor once per call; V::scan_uncut), which
+// may round differently from scan_block.
 //
 // V provides: Scalar, kLanes; Vec and Mask types; broadcast, load (float), store (float),
 // nonzero (bool flags), any (either of two bool flag blocks set), same (int32 ids,
 // elementwise ==), either, and_not (a & ~b), select (mask ? a : b), add, sub, mul, fmadd,
-// shift<K> (lane j <- lane j + K, fill past the end), lanes_from (lanes j and above) and
-// first (lane 0).
+// shift<K> (lane j <- lane j + K, fill past the end), lanes_from (lanes j and above), first
+// (lane 0), and Uncut, uncut and scan_uncut (above).
 #pragma once
 #include "discount_steps.h"
 #include "rollout_rows.h"
@@ -51,35 +52,22 @@ inline void scan_block(typename V::Vec& d, typename V::Vec& c) {
   }
 }
 
-// scan_block's factors c at each level, and at the end, for a block whose c is all `decay`.
-template <class V>
-struct UncutFactors {
-  static constexpr int kLevels = V::kLanes == 8 ? 3 : 2;
-  static_assert(V::kLanes == 1 << kLevels);
-  typename V::Vec level[kLevels], total;
-
-  template <int K = 1, int Level = 0>
-  void fill(typename V::Vec c) {
-    if constexpr (K < V::kLanes) {
-      level[Level] = c;
-      fill<2 * K, Level + 1>(compose_following<V, K>(c));
-    } else {
-      total = c;
-    }
+// The factors that carry A_{t+W} into a block whose decay factors are all c: c^(W - j) in
+// lane j, as scan_block composes them.
+template <class V, int K = 1>
+inline typename V::Vec carried(typename V::Vec c) {
+  if constexpr (K < V::kLanes) {
+    return carried<V, 2 * K>(compose_following<V, K>(c));
+  } else {
+    return c;
   }
+}
 
-  template <int K = 1, int Level = 0>
-  void scan(typename V::Vec& d) const {
-    if constexpr (K < V::kLanes) {
-      d = add_following<V, K>(d, level[Level]);
-      scan<2 * K, Level + 1>(d);
-    }
-  }
-};
-
-template <class V>
-void backward_vector(const RolloutRows& in, const float* values, const float* next_values, double gamma, double lam,
-                     bool trial_level, float* advantages, float* returns) {
+// values and advantages are not null where kValues and kAdvantages say so: each combination
+// is compiled apart, so that the block loop tests neither.
+template <class V, bool kValues, bool kAdvantages>
+void backward_rows(const RolloutRows& in, const float* values, const float* next_values, double gamma, double lam,
+                   bool trial_level, float* advantages, float* returns) {
   using Scalar = typename V::Scalar;
   using Vec = typename V::Vec;
   using Mask = typename V::Mask;
@@ -91,21 +79,20 @@ void backward_vector(const RolloutRows& in, const float* values, const float* ne
   const float* const rewards = in.rewards;
   const bool *const terminated_flags = in.terminated, *const truncated_flags = in.truncated;
   const int32_t* const trials = in.trials;
-  UncutFactors<V> uncut;
-  uncut.fill(decay);
+  const typename V::Uncut uncut = V::uncut(scalar_gamma * scalar_lam);
+  const Vec uncut_carried = carried<V>(decay);
   // The block of steps [i, i + W), starting from carry = A_{i+W}; returns A_i. `flagged`: it
   // may hold an episode end. `ends` marks cuts besides the flags (the row's last step and the
   // lanes past it) and `outside` the lanes past the row, whose TD errors are zeroed so that
   // the data read there cannot leak in.
   auto block = [&](int64_t i, Scalar carry, bool flagged, Mask ends, Mask outside) {
-    const Vec value = values ? V::load(values + i) : zero;
-    const Vec following = values ? V::load(values + i + 1) : zero;
+    const Vec value = kValues ? V::load(values + i) : zero;
+    const Vec following = kValues ? V::load(values + i + 1) : zero;
     const Vec reward_less_value = V::sub(V::load(rewards + i), value);
     Vec d, c;
     if (!flagged) {
-      d = V::fmadd(vgamma, following, reward_less_value);
-      uncut.scan(d);
-      c = uncut.total;
+      d = V::scan_uncut(V::fmadd(vgamma, following, reward_less_value), uncut);
+      c = uncut_carried;
     } else {
       const Mask terminated = V::nonzero(terminated_flags + i);
       Mask cut = V::either(terminated, V::nonzero(truncated_flags + i));
@@ -117,7 +104,7 @@ void backward_vector(const RolloutRows& in, const float* values, const float* ne
       scan_block<V>(d, c);
     }
     const Vec advantage = V::fmadd(c, V::broadcast(carry), d);
-    if (advantages) V::store(advantages + i, advantage);
+    if constexpr (kAdvantages) V::store(advantages + i, advantage);
     V::store(returns + i, V::add(advantage, value));
     return V::first(advantage);
   };
@@ -146,6 +133,14 @@ void backward_vector(const RolloutRows& in, const float* values, const float* ne
     }
     zero_row_tail(in, row, advantages, returns);
   }
+}
+
+template <class V>
+void backward_vector(const RolloutRows& in, const float* values, const float* next_values, double gamma, double lam,
+                     bool trial_level, float* advantages, float* returns) {
+  const auto rows = values ? (advantages ? backward_rows<V, true, true> : backward_rows<V, true, false>)
+                           : (advantages ? backward_rows<V, false, true> : backward_rows<V, false, false>);
+  rows(in, values, next_values, gamma, lam, trial_level, advantages, returns);
 }
 
 }  // namespace
