@@ -38,11 +38,16 @@ initial weights and tasks it should agree across modes (a sanity check, not a te
 XLA on CPU convolutions is ~30x slower than oneDNN (DESIGN.md §5), so it is skipped for
 the conv nets on CPU unless ``--xla-cpu-conv`` is given.
 
+``--interleave`` instead times the default mode and ``hand`` in one process, taking turns
+on two models built from the same seed, and reports the median of the per-turn speeds:
+with separate processes, the machine's drift between them is as large as the difference.
+
 Usage:
 
     python benchmarks/meta_step.py                 # everything
     python benchmarks/meta_step.py --quick         # sinusoid only, fewer steps and reps
     python benchmarks/meta_step.py --workloads conv-pool --orders second --json out.json
+    python benchmarks/meta_step.py --workloads conv-strided --interleave --steps 4 --reps 8
 
 Cost: every configuration pays a TensorFlow import and a trace. On 2 CPU cores under a
 load average of ~7, one second-order conv meta-step (meta-batch 32) took 5-11 s and the
@@ -186,8 +191,7 @@ def _hand_step(model, loss_fn, optimizer, inner_lr, inner_steps, first_order, un
     return step
 
 
-def run_one(cfg):
-    import numpy as np
+def _setup_tf(cfg):
     import tensorflow as tf
 
     if cfg.get("threads"):
@@ -196,29 +200,34 @@ def run_one(cfg):
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
+    return gpus
+
+
+def _auto_mode(cfg, model):
+    """The mode that "auto" picks for this model here (the library's own rule)."""
+    import keras_meta as km
+
+    learner = km.MAML(model, inner_lr=cfg["inner_lr"], inner_steps=cfg["inner_steps"],
+                      first_order=cfg["order"] == "first")
+    learner.compile(jit_compile="auto", vectorize="auto")
+    learner._resolve_execution()
+    return learner, {flags: mode for mode, flags in MODE_FLAGS.items()}[learner.jit, learner.vectorize]
+
+
+def _runner(cfg, mode, model, tasks, loss_fn, learner):
+    """run(num): `num` meta-steps in `mode`; returns (mean loss, meta-steps run)."""
     import keras
+    import numpy as np
+    import tensorflow as tf
 
     import keras_meta as km
 
-    model, tasks, loss_fn = _build(cfg)
-    first_order = cfg["order"] == "first"
-    mb, n, reps = cfg["meta_batch"], cfg["steps"], cfg["reps"]
-    result = {"config": cfg, "device": "GPU" if gpus else "CPU"}
-    learner = km.MAML(model, inner_lr=cfg["inner_lr"], inner_steps=cfg["inner_steps"],
-                      first_order=first_order)
-    # What "auto" would pick here (the library's own rule).
-    learner.compile(jit_compile="auto", vectorize="auto")
-    learner._resolve_execution()
-    result["auto"] = {flags: mode for mode, flags in MODE_FLAGS.items()}[learner.jit, learner.vectorize]
-    if gpus:
-        tf.config.experimental.reset_memory_stats("GPU:0")
-    rss_setup = _maxrss_mib()
-
-    if cfg["mode"] == "hand":
+    mb = cfg["meta_batch"]
+    if mode == "hand":
         optimizer = keras.optimizers.Adam(1e-3)
         optimizer.build(model.trainable_variables)
         step = _hand_step(model, loss_fn, optimizer, cfg["inner_lr"], cfg["inner_steps"],
-                          first_order, cfg.get("baseline") == "python", mb)
+                          cfg["order"] == "first", cfg.get("baseline") == "python", mb)
         counter = [0]
 
         def run(num):
@@ -230,27 +239,48 @@ def run_one(cfg):
                 losses.append(step(*(tf.convert_to_tensor(np.asarray(v)) for v in batch)))
             # float() also waits for the device.
             return float(np.mean([float(v) for v in losses])), counter[0] - counter_before
-    else:
-        jit, vectorize = MODE_FLAGS[cfg["mode"]]
-        learner.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit,
-                        vectorize=vectorize, steps_per_execution=cfg["spe"])
+        return run
 
-        def run(num):
-            before = int(learner.task_step.numpy())
-            history = learner.fit(tasks, meta_batch_size=mb, epochs=1, steps_per_epoch=num,
-                                  verbose=0, seed=0)
-            # Meta-steps actually run (task_step counts them), in case Keras rounds a
-            # partial execution up to steps_per_execution.
-            return float(history.history["loss"][-1]), int(learner.task_step.numpy()) - before
+    jit, vectorize = MODE_FLAGS[mode]
+    learner.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit,
+                    vectorize=vectorize, steps_per_execution=cfg["spe"])
+
+    def run(num):
+        before = int(learner.task_step.numpy())
+        history = learner.fit(tasks, meta_batch_size=mb, epochs=1, steps_per_epoch=num,
+                              verbose=0, seed=0)
+        # Meta-steps actually run (task_step counts them), in case Keras rounds a
+        # partial execution up to steps_per_execution.
+        return float(history.history["loss"][-1]), int(learner.task_step.numpy()) - before
+    return run
+
+
+def _timed(run, num):
+    start = time.perf_counter()
+    loss, done = run(num)
+    return (time.perf_counter() - start) / done, loss, done
+
+
+def run_one(cfg):
+    import tensorflow as tf
+
+    gpus = _setup_tf(cfg)
+    model, tasks, loss_fn = _build(cfg)
+    n, reps = cfg["steps"], cfg["reps"]
+    result = {"config": cfg, "device": "GPU" if gpus else "CPU"}
+    learner, result["auto"] = _auto_mode(cfg, model)
+    if gpus:
+        tf.config.experimental.reset_memory_stats("GPU:0")
+    rss_setup = _maxrss_mib()
+    run = _runner(cfg, cfg["mode"], model, tasks, loss_fn, learner)
 
     start = time.perf_counter()
     run(n)
     result["first_s"] = time.perf_counter() - start
     times = []
     for _ in range(reps):
-        start = time.perf_counter()
-        loss, done = run(n)
-        times.append((time.perf_counter() - start) / done)
+        seconds, loss, done = _timed(run, n)
+        times.append(seconds)
     result.update(
         sec_per_step=statistics.median(times),
         times=times,
@@ -263,6 +293,27 @@ def run_one(cfg):
     if gpus:
         result["gpu_peak_mib"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
     return result
+
+
+def run_interleaved(cfg):
+    """The default mode and the hand-written step in one process, on two models built from
+    the same seed, taking turns (which goes first alternates): speed = hand's time per step
+    over the default's, per turn, so that the machine's drift cancels out."""
+    _setup_tf(cfg)
+    model, tasks, loss_fn = _build(cfg)
+    learner, auto = _auto_mode(cfg, model)
+    hand_model = _build(cfg)[0]
+    runs = {auto: _runner(cfg, auto, model, tasks, loss_fn, learner),
+            "hand": _runner(cfg, "hand", hand_model, tasks, loss_fn, None)}
+    for run in runs.values():
+        run(cfg["steps"])
+    times = {name: [] for name in runs}
+    for turn in range(cfg["reps"]):
+        for name in (list(runs) if turn % 2 == 0 else list(runs)[::-1]):
+            times[name].append(_timed(runs[name], cfg["steps"])[0])
+    speeds = [h / d for h, d in zip(times["hand"], times[auto])]
+    return {"config": cfg, "auto": auto, "times": times, "speeds": speeds,
+            "speed": statistics.median(speeds)}
 
 
 # ----- the driver ---------------------------------------------------------------------
@@ -333,6 +384,18 @@ def _table(results, on_gpu):
     return "\n".join(lines)
 
 
+def _interleaved_line(r):
+    c = r["config"]
+    head = f"{c['workload']} {c['order']}: "
+    if "error" in r:
+        return head + "error: " + r["error"]
+    default, hand = r["times"][r["auto"]], r["times"]["hand"]
+    return (head + f"default ({r['auto']}) / hand-written = {r['speed']:.2f} (median of "
+            f"{len(r['speeds'])} turns; per turn " + ", ".join(f"{v:.2f}" for v in r["speeds"])
+            + f"; ms/step default {1e3 * statistics.median(default):.1f}, hand "
+            f"{1e3 * statistics.median(hand):.1f})")
+
+
 def _against_jax(results):
     """One line per (workload, order) with a JAX result: the default mode's it/s over JAX's."""
     done = [r for r in results if "its" in r]
@@ -371,10 +434,16 @@ def main():
     parser.add_argument("--jax-python", help="a Python with JAX installed: adds the `jax` mode "
                                              "(jax_maml_step.py) to the sinusoid workloads")
     parser.add_argument("--json", help="write all results to this path")
+    parser.add_argument("--interleave", action="store_true",
+                        help="per workload and order, time the default mode and the "
+                             "hand-written step taking turns in one process (--reps turns "
+                             "each) and report the median per-turn speed")
     args = parser.parse_args()
 
     if args.one:
-        print(json.dumps(run_one(json.loads(args.one))), flush=True)
+        cfg = json.loads(args.one)
+        print(json.dumps(run_interleaved(cfg) if cfg["mode"] == "interleave" else run_one(cfg)),
+              flush=True)
         return
 
     names = (args.workloads.split(",") if args.workloads
@@ -403,6 +472,13 @@ def main():
         spec["steps"] = -(-spec["steps"] // spec["spe"]) * spec["spe"]
         spec["reps"] = args.reps or spec["reps"]
         for order in orders:
+            if args.interleave:
+                cfg = dict(spec, workload=name, order=order, mode="interleave",
+                           baseline=args.baseline, threads=args.threads)
+                r = _run_subprocess(cfg, args.timeout)
+                results.append(r)
+                print(_interleaved_line(r), flush=True)
+                continue
             for mode in modes:
                 cfg = dict(spec, workload=name, order=order, mode=mode,
                            baseline=args.baseline, threads=args.threads)
@@ -420,6 +496,12 @@ def main():
                       f"{status} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr,
                       flush=True)
 
+    if args.interleave:
+        print(f"\ntotal {time.perf_counter() - started:.0f} s")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
+        return
     print()
     print("MAML meta-step through fit (median of reps); speed = it/s / hand-written it/s "
           "(>1 faster);")
