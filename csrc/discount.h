@@ -6,7 +6,8 @@
 //   A_t = delta_t + gamma * lam * A_{t+1}  (the product term dropped at an episode cut),
 // with advantages A and returns A + V. Within a trial (trial_level) an episode end is not
 // a cut. Outputs are float32; the scalar kernel computes in double precision, the AVX2 kernel
-// in float32 (within a few float32 roundings of the scalar one).
+// in float32: within about 2e-7 of the result's scale at gamma * lam = 0.94, more where
+// gamma * lam is near 1 over long rows (8.8e-6 at gamma = 0.999, lam = 1, 1,000 steps).
 #pragma once
 #include <string>
 #include <vector>
