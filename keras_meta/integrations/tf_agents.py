@@ -125,7 +125,39 @@ def tf_env(env, discount=1.0):
     return tf_py_environment.TFPyEnvironment(GymnasiumPyEnvironment(env, discount))
 
 
-class KerasPolicy(tf_policy.TFPolicy):
+class _KerasBackedPolicy(tf_policy.TFPolicy):
+    """What both policies share: the Keras policy, its variables and the sampling stream.
+
+    Sampled actions use a stateless seed `(seed, counter)` whose counter advances on every
+    call, so runs are reproducible whatever TF-Agents passes as `seed`.
+    """
+
+    def __init__(self, policy, time_step_spec, action_spec, deterministic, seed, **kwargs):
+        super().__init__(time_step_spec, action_spec, clip=False, **kwargs)
+        self._keras_policy = policy
+        self._deterministic = bool(deterministic)
+        self._counter = tf.Variable([int(seed), 0], dtype=tf.int64, trainable=False, name="seed_counter")
+
+    @property
+    def keras_policy(self):
+        return self._keras_policy
+
+    def _variables(self):
+        return list(self._keras_policy.variables) + [self._counter]
+
+    def _choose(self, dist, sample, mode):
+        """`mode(dist)` when deterministic, else `sample(dist, seed)` on the next seed."""
+        if self._deterministic:
+            return mode(dist)
+        action = sample(dist, tf.identity(self._counter))
+        self._counter.assign_add([0, 1])
+        return action
+
+    def _distribution(self, time_step, policy_state):
+        raise NotImplementedError(f"{type(self).__name__} samples directly; use action().")
+
+
+class KerasPolicy(_KerasBackedPolicy):
     """A TF-Agents `TFPolicy` over a keras_meta policy (a Keras 3 model).
 
     Actions are `policy.sample(weights, obs, seed)` with a stateless seed `(seed, counter)`
@@ -142,32 +174,15 @@ class KerasPolicy(tf_policy.TFPolicy):
     """
 
     def __init__(self, policy, time_step_spec, action_spec, deterministic=False, seed=0):
-        super().__init__(time_step_spec, action_spec, clip=False)
-        self._keras_policy = policy
-        self._deterministic = bool(deterministic)
-        self._counter = tf.Variable([int(seed), 0], dtype=tf.int64, trainable=False, name="seed_counter")
-
-    @property
-    def keras_policy(self):
-        return self._keras_policy
-
-    def _variables(self):
-        return list(self._keras_policy.variables) + [self._counter]
+        super().__init__(policy, time_step_spec, action_spec, deterministic, seed)
 
     def _action(self, time_step, policy_state, seed):
-        del seed  # the stateless stream below makes runs reproducible
-        obs = tf.cast(time_step.observation, tf.float32)
-        dist = self._keras_policy.dist_params(None, obs)
-        if self._deterministic:
-            action = self._keras_policy.mode_from_dist(dist)
-        else:
-            action = self._keras_policy.sample_from_dist(dist, tf.identity(self._counter))
-            self._counter.assign_add([0, 1])
+        del seed  # see _KerasBackedPolicy
+        net = self._keras_policy
+        dist = net.dist_params(None, tf.cast(time_step.observation, tf.float32))
+        action = self._choose(dist, net.sample_from_dist, net.mode_from_dist)
         action = tf.cast(action, self.action_spec.dtype)
         return policy_step.PolicyStep(action, policy_state, ())
-
-    def _distribution(self, time_step, policy_state):
-        raise NotImplementedError("KerasPolicy samples directly; use action().")
 
 
 def _replay_buffer(policy, env, capacity):
@@ -311,7 +326,7 @@ def specs_for(env):
     return (tensor_spec.from_spec(py_env.time_step_spec()), tensor_spec.from_spec(py_env.action_spec()))
 
 
-class RL2KerasPolicy(tf_policy.TFPolicy):
+class RL2KerasPolicy(_KerasBackedPolicy):
     """A stateful TF-Agents `TFPolicy` over an `RL2Policy` (recurrent, RL²).
 
     The policy state is a dict `{"hidden": [units], "prev_action": [action_features],
@@ -353,21 +368,11 @@ class RL2KerasPolicy(tf_policy.TFPolicy):
             "prev_reward": tf.TensorSpec([], tf.float32, name="prev_reward"),
             "prev_done": tf.TensorSpec([], tf.float32, name="prev_done"),
         }
-        super().__init__(time_step_spec, action_spec, policy_state_spec=state_spec, clip=False,
-                         automatic_state_reset=False)
-        self._keras_policy = policy
-        self._deterministic = bool(deterministic)
-        self._counter = tf.Variable([int(seed), 0], dtype=tf.int64, trainable=False, name="seed_counter")
-
-    @property
-    def keras_policy(self):
-        return self._keras_policy
-
-    def _variables(self):
-        return list(self._keras_policy.variables) + [self._counter]
+        super().__init__(policy, time_step_spec, action_spec, deterministic, seed,
+                         policy_state_spec=state_spec, automatic_state_reset=False)
 
     def _action(self, time_step, policy_state, seed):
-        del seed  # the stateless stream below makes runs reproducible
+        del seed  # see _KerasBackedPolicy
         net = self._keras_policy
         first, last = time_step.is_first(), time_step.is_last()
         reward = tf.reshape(tf.cast(time_step.reward, tf.float32), [-1])
@@ -375,11 +380,7 @@ class RL2KerasPolicy(tf_policy.TFPolicy):
         prev_done = tf.where(first, policy_state["prev_done"], tf.zeros_like(reward))
         x = net.features(time_step.observation, policy_state["prev_action"], prev_reward, prev_done)
         dist, _, hidden = net.step(x, policy_state["hidden"])
-        if self._deterministic:
-            action = net.mode(dist)
-        else:
-            action = net.sample(dist, tf.identity(self._counter))
-            self._counter.assign_add([0, 1])
+        action = self._choose(dist, net.sample, net.mode)
         keep = last[:, None]
         state = {
             "hidden": tf.where(keep, policy_state["hidden"], hidden),
@@ -390,9 +391,6 @@ class RL2KerasPolicy(tf_policy.TFPolicy):
         action = tf.reshape(tf.cast(action, self.action_spec.dtype),
                             tf.concat([tf.shape(reward), self.action_spec.shape], 0))
         return policy_step.PolicyStep(action, state, ())
-
-    def _distribution(self, time_step, policy_state):
-        raise NotImplementedError("RL2KerasPolicy samples directly; use action().")
 
 
 class TrialDriver:

@@ -62,6 +62,26 @@ def test_driver_collects_with_bridged_policy_and_adapts():
         np.testing.assert_array_equal(w, m)
 
 
+def test_policy_actions_are_a_function_of_the_seed_and_the_call_count():
+    policy = _learner().policy
+    env = kmtfa.tf_env(Navigation2D(horizon=8))
+    time_step = env.reset()
+
+    def actions(**kwargs):
+        bridged = kmtfa.KerasPolicy(policy, env.time_step_spec(), env.action_spec(), **kwargs)
+        return [bridged.action(time_step).action.numpy() for _ in range(3)]
+
+    first, again, other = actions(seed=1), actions(seed=1), actions(seed=2)
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first[0], first[1])  # the counter advances between calls
+    assert not np.allclose(first[0], other[0])
+    obs = tf.cast(time_step.observation, tf.float32)
+    for greedy in actions(seed=1, deterministic=True):
+        np.testing.assert_allclose(greedy, policy.mode(None, obs), rtol=1e-6)
+    with pytest.raises(NotImplementedError, match="KerasPolicy samples directly"):
+        kmtfa.KerasPolicy(policy, env.time_step_spec(), env.action_spec()).distribution(time_step)
+
+
 def test_driver_adapt_refuses_rescaled_actions():
     learner = MAMLRL(_learner().policy, Navigation2D(horizon=8), rescale_actions=True)
     with pytest.raises(ValueError, match="Received: learner with rescale_actions=True"):
