@@ -263,8 +263,8 @@ def driver_adapt(learner, env, task, episodes=20, steps=1, seed=0):
                          "TF-Agents drivers pass the policy's actions to the env unchanged. "
                          "Received: learner with rescale_actions=True")
     env.pyenv.envs[0].set_task(task)
-    theta = learner.policy.weights_list()
-    current, batches = learner.policy, []
+    step_sizes = learner._step_sizes(None, steps)
+    stacked, current = learner._tile(learner.policy.weights_list(), 1), learner.policy
     for k in range(steps):
         replay = collect_episodes(env, KerasPolicy(current, env.time_step_spec(), env.action_spec(),
                                                    seed=seed * 1000 + k), episodes)
@@ -281,8 +281,7 @@ def driver_adapt(learner, env, task, episodes=20, steps=1, seed=0):
                               stack(1, np.int64 if learner.policy.discrete else np.float32),
                               stack(2, np.float32), stack(3, bool), stack(4, bool),
                               stack(5, np.float32).reshape(1, episodes, -1), valid)
-        batches.append(learner.process(rollout))
-        stacked = learner._adapt_fn(theta, batches)
+        stacked = learner._adapt_step_fn(stacked, learner.process(rollout), step_sizes[k])
         current = learner.policy.adapted([w[0] for w in stacked])
     return current
 

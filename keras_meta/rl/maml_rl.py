@@ -186,6 +186,7 @@ class MAMLRL(RLLearner):
         self._update = inner.sgd(self.inner_lr)
         self._act_fn = tf.function(self._act)
         self._adapt_fn = tf.function(self._adapt_all)
+        self._adapt_step_fn = tf.function(self._adapt_step)
         self._dist_fn = tf.function(self._dist_all)
         self._terms_fn = tf.function(self._outer_terms)
         self._grad_fn = tf.function(self._surrogate_grad)
@@ -216,16 +217,30 @@ class MAMLRL(RLLearner):
         m = batch.masks[t]
         return -tf.reduce_sum(log_p * batch.advantages[t] * m) / tf.maximum(tf.reduce_sum(m), 1.0)
 
-    def _adapt_task(self, theta, batches, t, step_sizes=None):
-        update = self._update if step_sizes is None else inner.per_step_sgd(step_sizes)
+    def _adapt_task(self, theta, batches, t):
         fast = list(theta)
         for step, batch in enumerate(batches):
             _, grads = inner.gradients(lambda p, b=batch: self._inner_loss(p, b, t), fast, self.first_order)
-            fast = update(step, fast, grads)
+            fast = self._update(step, fast, grads)
         return fast
 
-    def _adapt_all(self, theta, batches, step_sizes=None):
-        per_task = [self._adapt_task(theta, batches, t, step_sizes) for t in range(batches[0].masks.shape[0])]
+    def _adapt_all(self, theta, batches):
+        per_task = [self._adapt_task(theta, batches, t) for t in range(batches[0].masks.shape[0])]
+        return [tf.stack(ws) for ws in zip(*per_task)]
+
+    def _adapt_step(self, stacked, batch, step_size):
+        """One more adaptation step of every task's weights on that task's part of `batch`.
+
+        Adaptation outside training needs no gradient through earlier steps, so it goes one
+        step a call from the weights it has: one trace for any number of steps (and linear
+        work in them), where `_adapt_all` replays every step from `theta`.
+        """
+        update = inner.sgd(step_size)
+        per_task = []
+        for t in range(batch.masks.shape[0]):
+            fast = [w[t] for w in stacked]
+            _, grads = inner.gradients(lambda p: self._inner_loss(p, batch, t), fast)
+            per_task.append(update(0, fast, grads))
         return [tf.stack(ws) for ws in zip(*per_task)]
 
     def _step_sizes(self, inner_lrs, steps):
@@ -486,11 +501,10 @@ class MAMLRL(RLLearner):
         env = self.env if env is None else self._task_env(env)
         task = _find_attr(env, "get_task")() if task is None else task
         theta = self.policy.weights_list()
-        stacked, batches = self._tile(theta, 1), []
+        stacked = self._tile(theta, 1)
         for k in range(steps):
             buffer = self.collect(stacked, [task], episodes, self._seed(seed, 3, k), env=env)
-            batches.append(self.process(buffer))
-            stacked = self._adapt_fn(theta, batches, step_sizes[:k + 1])
+            stacked = self._adapt_step_fn(stacked, self.process(buffer), step_sizes[k])
         return self.policy.adapted([w[0] for w in stacked])
 
     def meta_evaluate(self, tasks, steps=(0, 1, 2, 3), episodes=20, seed=0, inner_lrs=None):
@@ -509,13 +523,12 @@ class MAMLRL(RLLearner):
         steps = sorted(int(s) for s in steps)
         step_sizes = self._step_sizes(inner_lrs, steps[-1])
         theta = self.policy.weights_list()
-        stacked, batches, results = self._tile(theta, len(tasks)), [], {}
+        stacked, results = self._tile(theta, len(tasks)), {}
         for k in range(steps[-1] + 1):
             buffer = self.collect(stacked, tasks, episodes, self._seed(seed, 4, k))
             if k in steps:
                 results[k] = float(buffer.episode_returns().mean())
             if k == steps[-1]:
                 break
-            batches.append(self.process(buffer))
-            stacked = self._adapt_fn(theta, batches, step_sizes[:k + 1])
+            stacked = self._adapt_step_fn(stacked, self.process(buffer), step_sizes[k])
         return results

@@ -142,6 +142,30 @@ def test_per_step_adaptation_step_sizes():
         np.testing.assert_allclose(b - w, 2.0 * (a - w), rtol=1e-4, atol=1e-6)
 
 
+def test_step_by_step_adaptation_equals_replaying_every_step_from_theta():
+    learner = _learner("float64", inner_lr=0.3)
+    theta = learner.policy.weights_list()
+    batches = [_fixed_batch(seed, tf.float64) for seed in range(3)]
+    stacked = learner._tile(theta, 2)
+    for k, batch in enumerate(batches):
+        stacked = learner._adapt_step_fn(stacked, batch, tf.constant(0.3, tf.float64))
+        for a, b in zip(stacked, learner._adapt_all(theta, batches[:k + 1])):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14)
+    assert any(not np.allclose(a[0], w) for a, w in zip(stacked, theta))
+    # The step size is a tensor and the weights come in, so every step reuses one trace.
+    assert learner._adapt_step_fn.experimental_get_tracing_count() == 1
+
+
+def test_evaluation_and_adaptation_trace_once_for_any_number_of_steps():
+    learner = _learner()
+    tasks = learner.env.sample_tasks(2, seed=4)
+    learner.meta_evaluate(tasks, steps=[0, 1, 2, 3], episodes=2, inner_lrs=[0.1, 0.05, 0.05])
+    learner.meta_evaluate(tasks, steps=[0, 2], episodes=2)
+    assert learner._adapt_step_fn.experimental_get_tracing_count() == 1
+    learner.adapt(task=tasks[0], episodes=2, steps=3)  # one task: a second input shape
+    assert learner._adapt_step_fn.experimental_get_tracing_count() == 2
+
+
 @pytest.mark.parametrize("inner_lrs", [[0.1], [0.1, 0.0], [0.1, float("nan")], "fast"])
 def test_bad_step_sizes_raise_before_sampling(inner_lrs):
     learner = _learner()
