@@ -405,6 +405,27 @@ def _interleaved_line(r):
             f"same steps {r['weight_gap']:.2g})")
 
 
+def _print_summary(results, on_gpu):
+    print()
+    print("MAML meta-step through fit (median of reps); speed = it/s / hand-written it/s "
+          "(>1 faster);")
+    print("first = warm-up fit incl. tracing/compile; peak RSS / dRSS (over post-setup) "
+          "in MiB; * = mode 'auto' picks")
+    shown = set()
+    for r in results:
+        c = r["config"]
+        if c["workload"] in shown:
+            continue
+        shown.add(c["workload"])
+        print(f"  {c['workload']}: meta-batch {c['meta_batch']}, {c['inner_steps']} inner "
+              f"step(s), N={c['steps']} steps/fit, steps_per_execution={c['spe']}, "
+              f"{c['reps']} reps")
+    print()
+    print(_table(results, on_gpu))
+    for line in _against_jax(results):
+        print(line)
+
+
 def _against_jax(results):
     """One line per (workload, order) with a JAX result: the default mode's it/s over JAX's."""
     done = [r for r in results if "its" in r]
@@ -505,30 +526,8 @@ def main():
                       f"{status} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr,
                       flush=True)
 
-    if args.interleave:
-        print(f"\ntotal {time.perf_counter() - started:.0f} s")
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(results, f, indent=1)
-        return
-    print()
-    print("MAML meta-step through fit (median of reps); speed = it/s / hand-written it/s "
-          "(>1 faster);")
-    print("first = warm-up fit incl. tracing/compile; peak RSS / dRSS (over post-setup) "
-          "in MiB; * = mode 'auto' picks")
-    shown = set()
-    for r in results:
-        c = r["config"]
-        if c["workload"] in shown:
-            continue
-        shown.add(c["workload"])
-        print(f"  {c['workload']}: meta-batch {c['meta_batch']}, {c['inner_steps']} inner "
-              f"step(s), N={c['steps']} steps/fit, steps_per_execution={c['spe']}, "
-              f"{c['reps']} reps")
-    print()
-    print(_table(results, on_gpu))
-    for line in _against_jax(results):
-        print(line)
+    if not args.interleave:
+        _print_summary(results, on_gpu)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
