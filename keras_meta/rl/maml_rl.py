@@ -217,11 +217,12 @@ class MAMLRL(RLLearner):
         m = batch.masks[t]
         return -tf.reduce_sum(log_p * batch.advantages[t] * m) / tf.maximum(tf.reduce_sum(m), 1.0)
 
-    def _adapt_task(self, theta, batches, t):
+    def _adapt_task(self, theta, batches, t, update=None):
+        update = update or self._update
         fast = list(theta)
         for step, batch in enumerate(batches):
             _, grads = inner.gradients(lambda p, b=batch: self._inner_loss(p, b, t), fast, self.first_order)
-            fast = self._update(step, fast, grads)
+            fast = update(step, fast, grads)
         return fast
 
     def _adapt_all(self, theta, batches):
@@ -236,11 +237,8 @@ class MAMLRL(RLLearner):
         work in them), where `_adapt_all` replays every step from `theta`.
         """
         update = inner.sgd(step_size)
-        per_task = []
-        for t in range(batch.masks.shape[0]):
-            fast = [w[t] for w in stacked]
-            _, grads = inner.gradients(lambda p: self._inner_loss(p, batch, t), fast)
-            per_task.append(update(0, fast, grads))
+        per_task = [self._adapt_task([w[t] for w in stacked], [batch], t, update)
+                    for t in range(batch.masks.shape[0])]
         return [tf.stack(ws) for ws in zip(*per_task)]
 
     def _step_sizes(self, inner_lrs, steps):
