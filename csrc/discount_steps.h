@@ -1,7 +1,8 @@
 // discount.h's recursion one step at a time, templated on the arithmetic type: the scalar
 // kernel runs it in double, and the vector kernel, in its own precision, runs through it
-// the last steps of a row that no storage follows (the last row). Internal linkage, so each translation unit keeps its own copy, built
-// for that unit's instruction set (see discount_vector.h).
+// the last steps of a row that no storage follows (the last row). Internal linkage, so each
+// translation unit keeps its own copy, built for that unit's instruction set (see
+// discount_vector.h).
 #pragma once
 #include <cstring>
 

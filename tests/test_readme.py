@@ -1,4 +1,4 @@
-"""The README's quickstart runs as written."""
+"""The README's code runs: the quickstart as written, the meta-RL snippet at smaller sizes."""
 
 import pathlib
 import re
