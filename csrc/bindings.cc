@@ -7,4 +7,5 @@ PYBIND11_MODULE(_core, m) {
   keras_meta::register_sampler(m);
   keras_meta::register_rollout(m);
   keras_meta::register_navigation(m);
+  keras_meta::register_exit_hook();
 }

@@ -8,4 +8,5 @@ void register_regression(pybind11::module_& m);
 void register_sampler(pybind11::module_& m);
 void register_rollout(pybind11::module_& m);
 void register_navigation(pybind11::module_& m);
+void register_exit_hook();
 }  // namespace keras_meta

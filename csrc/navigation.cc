@@ -8,10 +8,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "checks.h"
+#include "gil.h"
 #include "modules.h"
 
 namespace keras_meta {
@@ -52,34 +54,33 @@ class BatchedNavigation {
 
   void set_goals(const py::handle& goals_h) {
     auto goals = exact_array<float>(goals_h, "goals");
-    require(goals.ndim() == 2 && goals.shape(0) == n_ && goals.shape(1) == 2, [&] {
-      return "Expected `goals` to have shape (" + std::to_string(n_) + ", 2). Received: goals.shape=(" +
-             std::to_string(goals.ndim() > 0 ? goals.shape(0) : 0) + ", ...) with ndim=" + std::to_string(goals.ndim());
-    });
+    require_pairs(goals, "goals");
     require_no_nan(goals.data(), 2 * n_, "goals", /*finite=*/true);
-    std::memcpy(goal_.data(), goals.data(), sizeof(float) * 2 * n_);
+    locked([&] { std::memcpy(goal_.data(), goals.data(), sizeof(float) * 2 * n_); });
   }
 
-  py::array_t<float> goals() const {
+  py::array_t<float> goals() {
     py::array_t<float> out({n_, int64_t{2}});
-    std::memcpy(out.mutable_data(), goal_.data(), sizeof(float) * 2 * n_);
+    float* o = out.mutable_data();
+    locked([&] { std::memcpy(o, goal_.data(), sizeof(float) * 2 * n_); });
     return out;
   }
 
   py::array_t<float> reset() {
-    std::fill(pos_.begin(), pos_.end(), 0.0f);
-    std::fill(steps_.begin(), steps_.end(), 0);
-    std::fill(needs_reset_.begin(), needs_reset_.end(), 0);
-    return observation();
+    py::array_t<float> obs({n_, int64_t{2}});
+    float* o = obs.mutable_data();
+    locked([&] {
+      std::fill(pos_.begin(), pos_.end(), 0.0f);
+      std::fill(steps_.begin(), steps_.end(), 0);
+      std::fill(needs_reset_.begin(), needs_reset_.end(), 0);
+      std::memcpy(o, pos_.data(), sizeof(float) * 2 * n_);
+    });
+    return obs;
   }
 
   py::tuple step(const py::handle& actions_h) {
     auto actions = exact_array<float>(actions_h, "actions");
-    require(actions.ndim() == 2 && actions.shape(0) == n_ && actions.shape(1) == 2, [&] {
-      return "Expected `actions` to have shape (" + std::to_string(n_) +
-             ", 2) and dtype float32. Received: actions with ndim=" + std::to_string(actions.ndim()) +
-             (actions.ndim() > 0 ? ", shape[0]=" + std::to_string(actions.shape(0)) : std::string());
-    });
+    require_pairs(actions, "actions");
     require_no_nan(actions.data(), 2 * n_, "actions", /*finite=*/false);
     py::array_t<float> obs({n_, int64_t{2}});
     py::array_t<float> rewards(n_);
@@ -87,8 +88,7 @@ class BatchedNavigation {
     const float* a = actions.data();
     float *o = obs.mutable_data(), *r = rewards.mutable_data();
     bool *te = terminated.mutable_data(), *tr = truncated.mutable_data();
-    {
-      py::gil_scoped_release release;
+    locked([&] {
       for (int64_t i = 0; i < n_; ++i) {
         float* p = pos_.data() + 2 * i;
         if (needs_reset_[i]) {
@@ -111,7 +111,7 @@ class BatchedNavigation {
         o[2 * i] = p[0];
         o[2 * i + 1] = p[1];
       }
-    }
+    });
     return py::make_tuple(obs, rewards, terminated, truncated);
   }
 
@@ -119,12 +119,28 @@ class BatchedNavigation {
   int64_t horizon() const { return horizon_; }
 
  private:
-  py::array_t<float> observation() const {
-    py::array_t<float> obs({n_, int64_t{2}});
-    std::memcpy(obs.mutable_data(), pos_.data(), sizeof(float) * 2 * n_);
-    return obs;
+  // Exactly [N, 2]: a transposed [2, N] or flat [2N] array has the same element count, and
+  // reading it as [N, 2] would hand each sub-environment another one's numbers.
+  void require_pairs(const py::array& array, const char* name) const {
+    require(array.ndim() == 2 && array.shape(0) == n_ && array.shape(1) == 2, [&] {
+      std::string shape = "(";
+      for (py::ssize_t d = 0; d < array.ndim(); ++d) shape += (d ? ", " : "") + std::to_string(array.shape(d));
+      return std::string("Expected `") + name + "` to have shape (" + std::to_string(n_) + ", 2). Received: " + name +
+             ".shape=" + shape + (array.ndim() == 1 ? ",)" : ")");
+    });
   }
 
+  // Serialises the Python threads that share one environment; the mutex is only ever taken
+  // with the GIL released, so a thread waiting for it never blocks one that needs the GIL.
+  template <typename Body>
+  void locked(Body&& body) {
+    without_gil([&] {
+      std::lock_guard<std::mutex> lock(mutex_);
+      body();
+    });
+  }
+
+  std::mutex mutex_;
   int64_t n_, horizon_;
   float max_action_, tol_;
   std::vector<float> pos_, goal_;

@@ -1,4 +1,5 @@
 #include "checks.h"
+#include "gil.h"
 #include "modules.h"
 #include "philox.h"
 
@@ -14,8 +15,9 @@ void register_random(py::module_& m) {
           at_most(count, int64_t{1} << 32, "count", "2**32 (draws are numbered by uint32)");
           py::array_t<float> out(count);
           float* data = out.mutable_data();
-          py::gil_scoped_release release;
-          for (int64_t k = 0; k < count; ++k) data[k] = stream_uniform(seed, item, stream, static_cast<uint32_t>(k));
+          without_gil([&] {
+            for (int64_t k = 0; k < count; ++k) data[k] = stream_uniform(seed, item, stream, static_cast<uint32_t>(k));
+          });
           return out;
         },
         py::arg("seed"), py::arg("item"), py::arg("stream"), py::arg("count"),

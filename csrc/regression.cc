@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include "checks.h"
+#include "gil.h"
 #include "modules.h"
 #include "philox.h"
 
@@ -97,8 +98,7 @@ Batch generate(const Family& family, int64_t meta_batch_size, int64_t num_points
   float* xs = x.mutable_data();
   float* ys = y.mutable_data();
   const float x_low = static_cast<float>(x_range.first), x_high = static_cast<float>(x_range.second);
-  {
-    py::gil_scoped_release release;
+  without_gil([&] {
     for (int64_t t = 0; t < meta_batch_size; ++t) {
       float* task_params = p + t * num_params;
       family.params(seed, static_cast<uint32_t>(t), task_params);
@@ -108,7 +108,7 @@ Batch generate(const Family& family, int64_t meta_batch_size, int64_t num_points
         ys[i] = family.value(task_params, xs[i]);
       }
     }
-  }
+  });
   return {params, x, y};
 }
 

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
+#include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -12,6 +14,7 @@
 
 #include "checks.h"
 #include "discount.h"
+#include "gil.h"
 #include "modules.h"
 
 namespace keras_meta {
@@ -97,10 +100,14 @@ class RolloutBuffer {
   }
 
   void clear() {
-    std::memset(mask_.mutable_data(), 0, sizeof(float) * static_cast<size_t>(mask_.size()));
-    std::memset(len_.mutable_data(), 0, sizeof(int64_t) * static_cast<size_t>(len_.size()));
-    std::fill(cur_episode_.begin(), cur_episode_.end(), 0);
-    std::fill(cur_step_.begin(), cur_step_.end(), 0);
+    float* mask = mask_.mutable_data();
+    int64_t* len = len_.mutable_data();
+    writing([&] {
+      std::memset(mask, 0, sizeof(float) * static_cast<size_t>(T_ * E_ * H_));
+      std::memset(len, 0, sizeof(int64_t) * static_cast<size_t>(T_ * E_));
+      std::fill(cur_episode_.begin(), cur_episode_.end(), 0);
+      std::fill(cur_step_.begin(), cur_step_.end(), 0);
+    });
   }
 
   // Appends one transition to every valid row of one task (task >= 0, arrays [E, ...]) or of
@@ -139,50 +146,55 @@ class RolloutBuffer {
     }
     const int64_t t0 = task < 0 ? 0 : task, nt = task < 0 ? T_ : 1;
     const bool* v = has_valid ? valid.data() : nullptr;
-    int64_t* len = len_.mutable_data();
-    for (int64_t k = 0; k < nt * E_; ++k) {
-      const int64_t row = t0 * E_ + k;
-      if ((v == nullptr || v[k]) && len[row] >= H_) {
-        throw py::value_error("Expected at most horizon=" + std::to_string(H_) +
-                              " steps per (task, env) row. Received: a step for row (task=" +
-                              std::to_string(row / E_) + ", env=" + std::to_string(row % E_) +
-                              ") which is full; call clear() or build the buffer with a larger horizon");
-      }
-    }
     const float *o = obs.data(), *no = next_obs.data(), *r = rew.data();
     const bool *te = term.data(), *tr = trunc.data();
     const void* a = act.data();
-    py::gil_scoped_release release;
+    int64_t* len = len_.mutable_data();
     float *so = obs_.mutable_data(), *sno = next_obs_.mutable_data(), *sr = rew_.mutable_data();
     float* sm = mask_.mutable_data();
     bool *ste = term_.mutable_data(), *str = trunc_.mutable_data();
     int32_t *sep = episode_.mutable_data(), *stri = trial_.mutable_data(), *sst = step_.mutable_data();
-    for (int64_t k = 0; k < nt * E_; ++k) {
-      if (v != nullptr && !v[k]) continue;
-      const int64_t row = t0 * E_ + k;
-      const int64_t i = row * H_ + len[row];
-      std::memcpy(so + i * O_, o + k * O_, sizeof(float) * O_);
-      std::memcpy(sno + i * O_, no + k * O_, sizeof(float) * O_);
-      if (discrete_) {
-        act_i_.mutable_data()[i] = static_cast<const int64_t*>(a)[k];
-      } else {
-        std::memcpy(act_f_.mutable_data() + i * A_, static_cast<const float*>(a) + k * A_, sizeof(float) * A_);
+    int64_t* sai = discrete_ ? act_i_.mutable_data() : nullptr;
+    float* saf = discrete_ ? nullptr : act_f_.mutable_data();
+    // The full-row check and the writes it allows happen under one lock: checked apart, two
+    // threads could both pass it for a row with one free step and write past the row's end.
+    writing([&] {
+      for (int64_t k = 0; k < nt * E_; ++k) {
+        const int64_t row = t0 * E_ + k;
+        if ((v == nullptr || v[k]) && len[row] >= H_) {
+          throw py::value_error("Expected at most horizon=" + std::to_string(H_) +
+                                " steps per (task, env) row. Received: a step for row (task=" +
+                                std::to_string(row / E_) + ", env=" + std::to_string(row % E_) +
+                                ") which is full; call clear() or build the buffer with a larger horizon");
+        }
       }
-      sr[i] = r[k];
-      ste[i] = te[k];
-      str[i] = tr[k] && !te[k];
-      sm[i] = 1.0f;
-      sep[i] = cur_episode_[row];
-      stri[i] = static_cast<int32_t>(cur_episode_[row] / per_trial_);
-      sst[i] = cur_step_[row];
-      ++len[row];
-      if (te[k] || tr[k]) {
-        ++cur_episode_[row];
-        cur_step_[row] = 0;
-      } else {
-        ++cur_step_[row];
+      for (int64_t k = 0; k < nt * E_; ++k) {
+        if (v != nullptr && !v[k]) continue;
+        const int64_t row = t0 * E_ + k;
+        const int64_t i = row * H_ + len[row];
+        std::memcpy(so + i * O_, o + k * O_, sizeof(float) * O_);
+        std::memcpy(sno + i * O_, no + k * O_, sizeof(float) * O_);
+        if (discrete_) {
+          sai[i] = static_cast<const int64_t*>(a)[k];
+        } else {
+          std::memcpy(saf + i * A_, static_cast<const float*>(a) + k * A_, sizeof(float) * A_);
+        }
+        sr[i] = r[k];
+        ste[i] = te[k];
+        str[i] = tr[k] && !te[k];
+        sm[i] = 1.0f;
+        sep[i] = cur_episode_[row];
+        stri[i] = static_cast<int32_t>(cur_episode_[row] / per_trial_);
+        sst[i] = cur_step_[row];
+        ++len[row];
+        if (te[k] || tr[k]) {
+          ++cur_episode_[row];
+          cur_step_[row] = 0;
+        } else {
+          ++cur_step_[row];
+        }
       }
-    }
+    });
   }
 
   RolloutRows rows() const {
@@ -211,10 +223,7 @@ class RolloutBuffer {
     }
     const float *v = values.data(), *nv = next_values.data();
     float *a = adv.mutable_data(), *r = ret.mutable_data();
-    {
-      py::gil_scoped_release release;
-      discounted_backward(rows(), v, nv, gamma, lam, trial_level, a, r);
-    }
+    reading([&] { discounted_backward(rows(), v, nv, gamma, lam, trial_level, a, r); });
     return py::make_tuple(adv, ret);
   }
 
@@ -231,10 +240,7 @@ class RolloutBuffer {
                                      : output_array(out_h, "out", {has ? &next_values : nullptr});
     const float* nv = has ? next_values.data() : nullptr;
     float* r = ret.mutable_data();
-    {
-      py::gil_scoped_release release;
-      discounted_backward(rows(), nullptr, nv, gamma, 1.0, trial_level, nullptr, r);
-    }
+    reading([&] { discounted_backward(rows(), nullptr, nv, gamma, 1.0, trial_level, nullptr, r); });
     return ret;
   }
 
@@ -260,12 +266,34 @@ class RolloutBuffer {
   bool discrete() const { return discrete_; }
   int64_t episodes_per_trial() const { return per_trial_; }
   int64_t size() const {
+    const int64_t* len = len_.data();
     int64_t s = 0;
-    for (int64_t i = 0; i < T_ * E_; ++i) s += len_.data()[i];
+    reading([&] {
+      for (int64_t i = 0; i < T_ * E_; ++i) s += len[i];
+    });
     return s;
   }
 
  private:
+  // Many readers (returns, GAE, the length) or one writer (add, clear) per buffer at a time.
+  // The mutex is only ever taken with the GIL released, so a thread waiting for it never
+  // blocks one that needs the GIL.
+  template <typename Body>
+  void writing(Body&& body) {
+    without_gil([&] {
+      std::unique_lock<std::shared_mutex> lock(mutex_);
+      body();
+    });
+  }
+
+  template <typename Body>
+  void reading(Body&& body) const {
+    without_gil([&] {
+      std::shared_lock<std::shared_mutex> lock(mutex_);
+      body();
+    });
+  }
+
   // Storage the caller passes in, as NumPy's `out=`, so that repeated calls reuse memory instead
   // of allocating (and page-faulting) fresh arrays. It must not overlap the inputs: each step
   // reads values[t + 1] after step t + 1's outputs are written.
@@ -295,6 +323,7 @@ class RolloutBuffer {
     require(lam >= 0.0 && lam <= 1.0, [&] { return "Expected `lam` to be in [0, 1]. Received: lam=" + repr_of(lam); });
   }
 
+  mutable std::shared_mutex mutex_;
   int64_t T_, E_, H_, O_, A_;
   bool discrete_;
   int64_t per_trial_;

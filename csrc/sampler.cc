@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "checks.h"
+#include "gil.h"
 #include "modules.h"
 #include "philox.h"
 
@@ -255,10 +256,7 @@ class EpisodeSampler {
     auto query_y = aligned_array<int32_t>({b, nq});
     Outputs out{support_x.mutable_data(), support_y.mutable_data(), query_x.mutable_data(), query_y.mutable_data()};
     ThreadPool& pool = shared_pool();
-    {
-      py::gil_scoped_release release;
-      pool.parallel_for(b, threads, [&](int64_t e) { fill_episode(seed, e, out); });
-    }
+    without_gil([&] { pool.parallel_for(b, threads, [&](int64_t e) { fill_episode(seed, e, out); }); });
     return py::make_tuple(support_x, support_y, query_x, query_y);
   }
 
@@ -276,8 +274,7 @@ class EpisodeSampler {
     int32_t* qr = query_rotation.mutable_data();
     int32_t* sy = support_y.mutable_data();
     int32_t* qy = query_y.mutable_data();
-    {
-      py::gil_scoped_release release;
+    without_gil([&] {
       Plan plan;
       for (int64_t e = 0; e < b; ++e) {
         make_plan(seed, e, plan);
@@ -290,7 +287,7 @@ class EpisodeSampler {
           qi[e * nq + i] = slot.example, qr[e * nq + i] = slot.rotation, qy[e * nq + i] = slot.label;
         }
       }
-    }
+    });
     return py::make_tuple(support_index, support_rotation, support_y, query_index, query_rotation, query_y);
   }
 
