@@ -126,7 +126,8 @@ class BatchedNavigation {
       std::string shape = "(";
       for (py::ssize_t d = 0; d < array.ndim(); ++d) shape += (d ? ", " : "") + std::to_string(array.shape(d));
       return std::string("Expected `") + name + "` to have shape (" + std::to_string(n_) + ", 2). Received: " + name +
-             ".shape=" + shape + (array.ndim() == 1 ? ",)" : ")");
+             ".shape=" + shape + (array.ndim() == 1 ? ",)" : ")") +
+             (array.ndim() == 2 ? std::string() : " with ndim=" + std::to_string(array.ndim()));
     });
   }
 

@@ -366,7 +366,13 @@ class BatchedNavigation2D(gymnasium.vector.VectorEnv):
             raise ValueError(
                 f"Expected one task per sub-environment ({self.num_envs}). Received: {len(tasks)} tasks"
             )
-        self._impl.set_goals(np.stack([np.asarray(t["goal"], np.float32) for t in tasks]))
+        goals = np.stack([np.asarray(t["goal"], np.float32) for t in tasks])
+        if goals.shape != (self.num_envs, 2):
+            raise ValueError(
+                f"Expected every task's `goal` to have shape (2,). Received: goals.shape={goals.shape} "
+                f"for {self.num_envs} tasks"
+            )
+        self._impl.set_goals(goals)
 
     def set_task(self, task):
         self.set_tasks([task] * self.num_envs)
@@ -382,7 +388,13 @@ class BatchedNavigation2D(gymnasium.vector.VectorEnv):
         return self._impl.reset(), {}
 
     def step(self, actions):
-        actions = np.ascontiguousarray(actions, dtype=np.float32).reshape(self.num_envs, 2)
+        actions = np.ascontiguousarray(actions, dtype=np.float32)
+        # Exactly [N, 2]: a transposed or flat array would reshape to [N, 2] without error
+        # and hand each sub-environment another one's action.
+        if actions.shape != (self.num_envs, 2):
+            raise ValueError(
+                f"Expected `actions` to have shape ({self.num_envs}, 2). Received: actions.shape={actions.shape}"
+            )
         obs, rewards, terminated, truncated = self._impl.step(actions)
         return obs, rewards, terminated, truncated, {}
 

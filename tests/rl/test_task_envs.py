@@ -1,7 +1,10 @@
+import re
+
 import gymnasium
 import numpy as np
 import pytest
 
+from keras_meta import _core
 from keras_meta.rl import BatchedNavigation2D, HalfCheetahDir, HalfCheetahVel, Navigation2D, check_task_env
 
 
@@ -84,3 +87,38 @@ def test_half_cheetah_rewards_are_replaced():
 def test_env_without_task_interface_is_rejected():
     with pytest.raises(TypeError, match="Expected `env` to implement the task interface.*Received: env of type"):
         check_task_env(gymnasium.make("CartPole-v1"))
+
+
+# Same element count as (3, 2), so a reshape would silently hand sub-env i another one's action.
+_MISSHAPED_ACTIONS = [(2, 3), (6,), (1, 6), (3, 2, 1), (3, 1, 2), (6, 1)]
+
+
+@pytest.mark.parametrize("backend", ["native", "numpy"])
+@pytest.mark.parametrize("shape", _MISSHAPED_ACTIONS)
+def test_batched_navigation_refuses_actions_not_shaped_num_envs_by_2(backend, shape):
+    venv = BatchedNavigation2D(3, backend=backend)
+    venv.set_tasks(venv.sample_tasks(3, seed=0))
+    venv.reset()
+    with pytest.raises(ValueError, match=rf"Expected `actions` to have shape \(3, 2\)\. Received: actions\.shape="
+                                         rf"{re.escape(str(shape))}"):
+        venv.step(np.zeros(shape, np.float64))
+    # Refused before anything moved: the next valid step starts from the origin.
+    obs = venv.step(np.full((3, 2), 0.05))[0]
+    np.testing.assert_array_equal(obs, np.full((3, 2), 0.05, np.float32))
+
+
+@pytest.mark.parametrize("shape", _MISSHAPED_ACTIONS + [(2, 2), (4, 2), (3,), ()])
+def test_native_batched_navigation_refuses_misshaped_actions_and_goals(shape):
+    nav = _core.BatchedNavigation(3)
+    nav.reset()
+    received = "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+    for method, name in ((nav.step, "actions"), (nav.set_goals, "goals")):
+        with pytest.raises(ValueError, match=rf"Expected `{name}` to have shape \(3, 2\)\. Received: "
+                                             rf"{name}\.shape={re.escape(received)}(?: with ndim={len(shape)})?$"):
+            method(np.zeros(shape, np.float32))
+
+
+def test_batched_navigation_refuses_goals_not_shaped_2():
+    venv = BatchedNavigation2D(2)
+    with pytest.raises(ValueError, match=r"Expected every task's `goal` to have shape \(2,\)"):
+        venv.set_tasks([{"goal": [0.1, 0.2, 0.3]}] * 2)
