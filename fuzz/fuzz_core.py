@@ -3,7 +3,8 @@
 The first input byte picks the entry point; the rest builds its arguments (sizes, dtypes,
 shapes, strides, ranges with NaN/inf, seeds, read-only flags). Only the documented Python
 exceptions are accepted: TypeError, ValueError and MemoryError. Anything else, a crash, or a
-sanitizer report is a finding.
+sanitizer report is a finding. `fuzz_concurrent` runs several threads on one object at once
+and then checks what concurrent use must keep (whole adds, serial-equal results).
 
     python fuzz/fuzz_core.py --iterations 2000          # plain NumPy random loop (no atheris)
     python fuzz/fuzz_core.py -atheris_runs=100000       # coverage-guided with atheris
@@ -18,6 +19,7 @@ import importlib.machinery
 import importlib.util
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -210,7 +212,127 @@ def fuzz_navigation(inp):
     return nav.goals(), nav.num_envs, nav.horizon
 
 
-TARGETS = [fuzz_random, fuzz_regression, fuzz_sampler, fuzz_rollout, fuzz_navigation]
+def _run_together(calls_per_thread):
+    """Runs each thread's calls at once on one object; returns each call's result (None when
+    it raised an accepted exception) and re-raises anything else."""
+    results = [[None] * len(calls) for calls in calls_per_thread]
+    errors = []
+    start = threading.Barrier(len(calls_per_thread))
+
+    def run(i):
+        try:
+            start.wait()
+            for j, call in enumerate(calls_per_thread[i]):
+                try:
+                    results[i][j] = call()
+                except ACCEPTED:
+                    pass
+        except BaseException as error:  # re-raised below, in the fuzzing thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls_per_thread))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _buffer_call(inp, buffer, t, e, h, o, a, discrete):
+    op = inp.byte() % 6
+    if op < 3:
+        task = inp.choice([-1, -1, 0, t - 1])
+        rows = [t, e] if task == -1 else [e]
+        act = inp.array(rows, np.int64, 0, 4) if discrete else inp.array(rows + [a], np.float32)
+        valid = None if inp.byte() % 2 else np.asarray(inp.array(rows, np.float32)) > 0
+        args = (inp.array(rows + [o], np.float32), act, inp.array(rows, np.float32),
+                np.asarray(inp.array(rows, np.float32)) > 1, np.asarray(inp.array(rows, np.float32)) > 1,
+                inp.array(rows + [o], np.float32), valid, task)
+        return lambda: buffer.add(*args)
+    if op == 3:
+        values, gamma, lam, trial = inp.array([t, e, h], np.float32), inp.number(), inp.number(), bool(inp.byte() % 2)
+        return lambda: buffer.gae(values, values, gamma, lam, trial)
+    if op == 4:
+        return inp.choice([buffer.clear, lambda: len(buffer), buffer.data])
+    gamma = inp.number()
+    return lambda: buffer.discounted_returns(gamma)
+
+
+def _concurrent_buffer(inp, threads):
+    t, e, h, a = (1 + inp.byte() % 3 for _ in range(4))
+    o = inp.choice([1, 2, 3, 512])  # long copies widen the window in which calls overlap
+    discrete = bool(inp.byte() % 2)
+    buffer = core.RolloutBuffer(t, e, h, o, a, discrete, 1 + inp.byte() % 2)
+    a = buffer.action_dim
+    _run_together([[_buffer_call(inp, buffer, t, e, h, o, a, discrete) for _ in range(1 + inp.byte() % 8)]
+                   for _ in range(threads)])
+    # Each add and clear is whole: a row holds exactly its first `length` steps, never more
+    # than the horizon.
+    data = buffer.data()
+    lengths, masks = data["lengths"], data["masks"]
+    steps = np.arange(h)
+    if not ((lengths <= h).all() and (masks == (steps < lengths[..., None])).all() and len(buffer) == lengths.sum()):
+        raise AssertionError(f"RolloutBuffer state torn by concurrent calls: lengths={lengths.tolist()}")
+
+
+def _concurrent_navigation(inp, threads):
+    n = 1 + inp.byte() % 4
+    nav = core.BatchedNavigation(n, inp.choice([1, 3, 100]), 0.1 + inp.byte() / 64, inp.byte() / 256)
+
+    def call():
+        op = inp.byte() % 5
+        if op < 3:
+            actions = inp.array([n, 2], np.float32)
+            return lambda: nav.step(actions)
+        if op == 3:
+            goals = inp.array([n, 2], np.float32)
+            return lambda: nav.set_goals(goals)
+        return inp.choice([nav.reset, nav.goals])
+
+    _run_together([[call() for _ in range(1 + inp.byte() % 8)] for _ in range(threads)])
+    if nav.goals().shape != (n, 2) or nav.reset().shape != (n, 2):
+        raise AssertionError("BatchedNavigation returned a misshaped array after concurrent calls")
+
+
+def _concurrent_pure(inp, threads):
+    """The sampler and the generators keep no state: every concurrent result equals a serial one."""
+    sampler = _sampler(inp)
+
+    def call():
+        batch, seed = inp.size(4), inp.seed()
+        kind = inp.byte() % 5
+        if kind == 0:
+            num_threads = inp.choice([None, 1, 2, 3])
+            return lambda: sampler.sample(batch, seed, num_threads=num_threads)
+        if kind == 1:
+            return lambda: sampler.episode_indices(batch, seed)
+        if kind == 2:
+            return lambda: core.philox_uniform(seed, 1, 2, 1 + batch * 100)
+        family = inp.choice([core.sinusoid, core.linear, core.polynomial, core.step_function])
+        return lambda: family(batch, 8, seed)
+
+    calls = [[call() for _ in range(1 + inp.byte() % 4)] for _ in range(threads)]
+    together = _run_together(calls)
+    for thread_calls, thread_results in zip(calls, together):
+        for fn, result in zip(thread_calls, thread_results):
+            if result is None:
+                continue
+            serial = fn()
+            for got, want in zip(*((r if isinstance(r, tuple) else (r,)) for r in (result, serial)), strict=True):
+                if not np.array_equal(got, want):
+                    raise AssertionError("a concurrent result differs from the serial one")
+
+
+def fuzz_concurrent(inp):
+    """Several threads on one `_core` object (or the stateless functions) at once."""
+    threads = 2 + inp.byte() % 3
+    target = inp.choice([_concurrent_buffer, _concurrent_buffer, _concurrent_navigation, _concurrent_pure])
+    target(inp, threads)
+
+
+TARGETS = [fuzz_random, fuzz_regression, fuzz_sampler, fuzz_rollout, fuzz_navigation, fuzz_concurrent]
 
 
 def one_input(data):
