@@ -22,7 +22,7 @@ struct ExitState {
   int64_t inside = 0;           // threads between release() and getting the GIL back
 };
 
-// Never destroyed: parked threads still hold it while exit runs static destructors.
+// Never destroyed: a forked child abandons the parent's (possibly locked) copy for a new one.
 ExitState* exit_state = new ExitState();
 
 void on_exit() {

@@ -204,6 +204,40 @@ def test_core_calls_from_late_exit_handlers_still_return():
     assert "late (3,) 0" in proc.stdout
 
 
+def test_a_child_forked_while_threads_are_inside_core_calls_works_and_exits():
+    # The child has only the forking thread: the calls counted in the parent must not make its
+    # exit hook wait for threads that do not exist there.
+    proc = _run_isolated(
+        """
+        import os
+        _core = load_core()
+
+        def hammer():
+            while True:
+                _core.philox_uniform(0, 0, 0, 200000)
+
+        for _ in range(3):
+            threading.Thread(target=hammer, daemon=True).start()
+        time.sleep(0.1)
+        pid = os.fork()
+        if pid == 0:
+            _core.philox_uniform(1, 0, 0, 10)
+            sys.exit(7)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                assert os.waitstatus_to_exitcode(status) == 7, status
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            raise AssertionError("the forked child did not exit")
+        """
+    )
+    _assert_clean(proc)
+
+
 def test_concurrent_adds_never_overfill_a_row_and_stay_whole():
     # `add` used to check for a full row with the GIL held and append after releasing it, so
     # two threads could both take a row's last free step and write past its end.
