@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from keras_meta.datasets import _io
+from keras_meta.datasets import _io, _pixels
 
 # Omniglot keeps about 3/5 of its classes for background; 2/3 is the split the
 # library uses everywhere a dataset brings none of its own.
@@ -215,6 +215,9 @@ def from_arrays(
     - Floating-point images must be finite and in `[0, 1]`; they are scaled by 255
       and rounded to `uint8`. Floats in `[0, 255]` are rejected rather than guessed.
     - Other integer image dtypes are accepted when every value is in `[0, 255]`.
+      An array carries no bit depth (a Python list becomes int64), so wider data
+      such as 16-bit `uint16` is rejected rather than guessed: divide it by 257.
+    - Boolean images are rejected: True could mean ink or paper.
     - Channels must number 1 to 4, which catches channels-first `[N, C, H, W]`.
     - Without `class_names`, label values need not be contiguous: the sorted
       distinct values become class ids `0..C-1` and their decimal strings the class
@@ -394,6 +397,12 @@ def _convert_images(images):
             f"Expected `images` to be an array. Received: images={type(images).__name__}"
         ) from error
     kind = array.dtype.kind
+    if kind == "b":
+        raise TypeError(
+            "Expected `images` to have a numeric dtype; boolean images are refused "
+            "because True could mean ink or paper (pass images.astype(np.uint8) * 255 "
+            "for white True pixels). Received: images.dtype=bool"
+        )
     if kind not in "uif":
         raise TypeError(
             "Expected `images` to have dtype uint8, another integer dtype with values in "
@@ -420,23 +429,12 @@ def _convert_images(images):
             f"Received: images.shape={array.shape}"
         )
     if kind == "f":
-        if not np.all(np.isfinite(array)):
-            raise ValueError("Expected `images` to be finite. Received: NaN or infinite values")
-        lo, hi = float(array.min()), float(array.max())
-        if lo < 0.0 or hi > 1.0:
-            raise ValueError(
-                "Expected float `images` to be in [0, 1] (divide [0, 255] data by 255 "
-                f"or pass uint8). Received: values in [{lo:g}, {hi:g}]"
-            )
-        array = np.rint(array.astype(np.float64) * 255.0).astype(np.uint8)
-    elif array.dtype != np.uint8:
-        lo, hi = int(array.min()), int(array.max())
-        if lo < 0 or hi > 255:
-            raise ValueError(
-                f"Expected integer `images` to be in [0, 255]. Received: images.dtype="
-                f"{array.dtype} with values in [{lo}, {hi}]"
-            )
-        array = array.astype(np.uint8)
+        name, hint = "float `images`", " (divide [0, 255] data by 255 or pass uint8)"
+    else:
+        name, hint = "integer `images`", " (divide 16-bit data by 257 or pass uint8)"
+    array = _pixels.to_uint8(
+        array, _pixels.full_scale(array.dtype), name, f"images.dtype={array.dtype}", hint
+    )
     return np.ascontiguousarray(array)
 
 

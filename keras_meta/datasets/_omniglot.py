@@ -5,10 +5,12 @@ import os
 import numpy as np
 from PIL import Image
 
+from keras_meta.datasets import _pixels
 from keras_meta.datasets._base import ImageDataset, split_by_alphabet
 
 _SECTIONS = (("images_background", "background"), ("images_evaluation", "evaluation"))
 _IMAGE_SUFFIX = ".png"
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def omniglot(path, image_size=28, *, invert=True):
@@ -32,11 +34,15 @@ def omniglot(path, image_size=28, *, invert=True):
     (names starting with ".") and files other than `.png` are ignored, except
     that a `.png` at the wrong depth is an error.
 
-    Each image is converted to grayscale (transparent pixels count as white
-    paper), resized to `image_size` x `image_size` with Lanczos filtering (the
-    preprocessing of the MAML and Prototypical Networks code) and, with
-    `invert=True`, inverted so that pen strokes are bright on black, the same
-    polarity as `glyphs()` and MNIST.
+    Files are decoded by content, so every mode Pillow reads works: bilevel,
+    1- to 16-bit grayscale, palette, RGB, CMYK, YCbCr, HSV and LAB, with or
+    without an alpha channel or a transparent color. Each image becomes 8-bit
+    grayscale scaled from its bit depth (16-bit 65535 is white, transparent
+    pixels are white paper; float images must be in [0, 1] and 32-bit integer
+    ones in [0, 255], as in `from_arrays`), is resized to `image_size` x
+    `image_size` with Lanczos filtering (the preprocessing of the MAML and
+    Prototypical Networks code) and, with `invert=True`, inverted so that pen
+    strokes are bright on black, the same polarity as `glyphs()` and MNIST.
 
     Args:
         path: Directory in one of the layouts above.
@@ -53,7 +59,9 @@ def omniglot(path, image_size=28, *, invert=True):
         ValueError: If the tree is empty or malformed (an image directly under
             an alphabet folder, an alphabet without character folders, a
             character folder without images or with subfolders), or an image
-            file cannot be decoded.
+            file cannot be decoded, has a mode without a grayscale meaning, or
+            holds values outside its mode's range. The message names the file
+            and its mode.
         TypeError: If `path` is not a path or `image_size` is not an integer.
 
     Example:
@@ -192,20 +200,26 @@ def _character_files(character_dir, root):
 
 def _load_image(file, image_size, invert, root):
     try:
-        with Image.open(file) as image:
+        image = Image.open(file)
+    except _DECODE_ERRORS as error:
+        raise _unreadable(file, root, error) from error
+    # Decoding errors are caught apart from conversion so that a refused mode
+    # is reported as such, not as an unreadable file.
+    with image:
+        try:
             image.load()
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                rgba = image.convert("RGBA")
-                paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                gray = Image.alpha_composite(paper, rgba).convert("L")
-            else:
-                gray = image.convert("L")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise ValueError(
-            f"Expected readable .png images under `path`. Received: path={root!r} with "
-            f"unreadable file {file!r} ({type(error).__name__}: {error})"
-        ) from error
+        except _DECODE_ERRORS as error:
+            raise _unreadable(file, root, error) from error
+        received = f"path={root!r} with file {file!r}"
+        gray = _pixels.paper_gray(image, received, _pixels.png_bit_depth(file))
     if gray.size != (image_size, image_size):
         gray = gray.resize((image_size, image_size), Image.Resampling.LANCZOS)
     pixels = np.asarray(gray, dtype=np.uint8)
     return 255 - pixels if invert else pixels
+
+
+def _unreadable(file, root, error):
+    return ValueError(
+        f"Expected readable .png images under `path`. Received: path={root!r} with "
+        f"unreadable file {file!r} ({type(error).__name__}: {error})"
+    )

@@ -206,3 +206,41 @@ def test_constructor_enforces_the_sampler_layout():
         ImageDataset(**{**good, "background_classes": np.array([1, 0], np.int64)})
     with pytest.raises(AttributeError):
         ImageDataset(**good).images = images
+
+
+@pytest.mark.parametrize(
+    "dtype, values, expected",
+    [
+        (np.uint8, [0, 85, 255], [0, 85, 255]),
+        (np.int64, [0, 85, 255], [0, 85, 255]),
+        (np.uint16, [0, 85, 255], [0, 85, 255]),
+        (np.int8, [0, 85, 127], [0, 85, 127]),
+        (np.float16, [0.0, 1 / 3, 1.0], [0, 85, 255]),
+        (np.float64, [0.0, 1 / 3, 1.0], [0, 85, 255]),
+    ],
+)
+def test_every_numeric_dtype_scales_by_one_rule(dtype, values, expected):
+    # Integers are 8-bit levels whatever their width, floats are [0, 1].
+    images = np.array(values, dtype=dtype).reshape(3, 1, 1)
+    np.testing.assert_array_equal(from_arrays(images, [0, 1, 2]).images.ravel(), expected)
+
+
+@pytest.mark.parametrize(
+    "images, error, pattern",
+    [
+        (np.full((2, 3, 3), 65535, np.uint16), ValueError,
+         r"integer `images` to be in \[0, 255\] \(divide 16-bit data by 257.*images.dtype=uint16 with values in \[65535, 65535\]"),
+        (np.full((2, 3, 3), 255.0), ValueError,
+         r"float `images` to be in \[0, 1\].*images.dtype=float64 with values in \[255, 255\]"),
+        (np.full((2, 3, 3), -1e-3, np.float32), ValueError, r"\[0, 1\].*values in \[-0.001, -0.001\]"),
+        (np.full((2, 3, 3), np.inf, np.float16), ValueError, r"float `images` to be finite.*float16"),
+        (np.ones((2, 3, 3), bool), TypeError, r"True could mean ink or paper.*images.dtype=bool"),
+    ],
+    ids=["uint16-16-bit", "float64-0-255", "float-negative", "float16-inf", "bool"],
+)
+def test_dtypes_without_an_unambiguous_scale_are_refused(images, error, pattern, tmp_path):
+    with pytest.raises(error, match=pattern):
+        from_arrays(images, [0, 1])
+    np.savez(tmp_path / "data.npz", images=images, labels=np.arange(2))
+    with pytest.raises(error, match=pattern):
+        from_arrays(tmp_path / "data.npz")

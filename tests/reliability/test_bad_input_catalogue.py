@@ -645,3 +645,54 @@ def test_cli_bad_argv_as_a_command():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "Expected --shots to be positive. Received: --shots=0" in result.stderr
+
+
+# --- dataset pixel formats: image modes and array dtypes without an unambiguous scale ---------
+
+
+def _omniglot_with(root, array, fmt="TIFF"):
+    """`omniglot()` over a one-image tree whose `.png` file holds `array` in `fmt`."""
+    from PIL import Image
+
+    folder = root / "omniglot" / "Alpha" / "character01"
+    folder.mkdir(parents=True)
+    Image.fromarray(array).save(folder / "0001_01.png", format=fmt)
+    return km.datasets.omniglot(root / "omniglot")
+
+
+def _npz_with(root, images):
+    np.savez(root / "data.npz", images=images, labels=np.arange(len(images)))
+    return km.datasets.from_arrays(root / "data.npz")
+
+
+PIXEL_CASES = [
+    ("omniglot-mode-F-0-255", lambda p: _omniglot_with(p, np.full((4, 4), 255.0, F32)), ValueError,
+     r"mode 'F' pixels to be in \[0, 1\].*0001_01.png' of mode 'F' with values in \[255, 255\]"),
+    ("omniglot-mode-F-nan", lambda p: _omniglot_with(p, np.full((4, 4), NaN, F32)), ValueError,
+     r"mode 'F' pixels to be finite.*of mode 'F'"),
+    ("omniglot-mode-I-16-bit-values", lambda p: _omniglot_with(p, np.full((4, 4), 65535, np.int32)), ValueError,
+     r"mode 'I' pixels to be in \[0, 255\].*of mode 'I' with values in \[65535, 65535\]"),
+    ("omniglot-mode-I-negative", lambda p: _omniglot_with(p, np.full((4, 4), -5, np.int16)), ValueError,
+     r"of mode 'I' with values in \[-5, -5\]"),
+    ("from-arrays-uint16-16-bit", lambda p: km.datasets.from_arrays(np.full((4, 2, 2), 65535, np.uint16),
+                                                                    np.arange(4)), ValueError,
+     r"divide 16-bit data by 257.*images.dtype=uint16"),
+    ("from-arrays-bool", lambda p: km.datasets.from_arrays(np.ones((4, 2, 2), bool), np.arange(4)), TypeError,
+     r"True could mean ink or paper.*images.dtype=bool"),
+    ("from-arrays-float64-0-255", lambda p: km.datasets.from_arrays(np.full((4, 2, 2), 255.0), np.arange(4)),
+     ValueError, r"float `images` to be in \[0, 1\].*images.dtype=float64 with values in \[255, 255\]"),
+    ("from-arrays-float16-inf", lambda p: km.datasets.from_arrays(np.full((4, 2, 2), Inf, np.float16),
+                                                                  np.arange(4)), ValueError,
+     r"`images` to be finite.*float16"),
+    ("from-arrays-int8-negative", lambda p: km.datasets.from_arrays(np.full((4, 2, 2), -1, np.int8), np.arange(4)),
+     ValueError, r"images.dtype=int8 with values in \[-1, -1\]"),
+    ("from-arrays-npz-uint16-16-bit", lambda p: _npz_with(p, np.full((4, 2, 2), 65535, np.uint16)), ValueError,
+     r"images.dtype=uint16 with values in \[65535, 65535\]"),
+    ("from-arrays-npz-bool", lambda p: _npz_with(p, np.zeros((4, 2, 2), bool)), TypeError, r"images.dtype=bool"),
+]
+
+
+@pytest.mark.parametrize("call, error, match", [c[1:] for c in PIXEL_CASES], ids=[c[0] for c in PIXEL_CASES])
+def test_pixel_format_bad_input(call, error, match, tmp_path):
+    with pytest.raises(error, match=match):
+        call(tmp_path)
