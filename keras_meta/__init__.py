@@ -10,29 +10,58 @@ maml = km.MAML(model, inner_lr=0.01)
 maml.compile()
 maml.fit(km.tasks.Sinusoid(shots=10, queries=10), meta_batch_size=25, steps_per_epoch=100)
 ```
+
+Subpackages and the names re-exported here are imported on first use, so
+`import keras_meta` itself imports neither TensorFlow nor gymnasium. A learner saved
+to `.keras` is registered with Keras when its class is first used: touch it (e.g.
+`km.MAML`, `km.rl.RL2`) before `keras.saving.load_model`.
 """
 
-from keras_meta import baselines, datasets, evaluation, inner, models, rl, tasks
-from keras_meta.algorithms import ANIL, FOMAML, MAML, MetaLearner, MetaSGD, Reptile
-from keras_meta.tasks import TaskBatch, TaskDistribution
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ANIL",
-    "FOMAML",
-    "MAML",
-    "MetaLearner",
-    "MetaSGD",
-    "Reptile",
-    "TaskBatch",
-    "TaskDistribution",
-    "__version__",
+# Most subpackages import Keras, and with it TensorFlow (`tasks` too, for its argument
+# checks); the RL stack imports gymnasium. `import keras_meta` runs first in every
+# `keras-meta --help`, so nothing is imported here: PEP 562's module `__getattr__` imports
+# a subpackage or name on first access.
+_SUBPACKAGES = (
+    "algorithms",
     "baselines",
     "datasets",
     "evaluation",
     "inner",
+    "integrations",
     "models",
     "rl",
     "tasks",
-]
+)
+
+# Public names re-exported from a subpackage: name -> the subpackage that defines it.
+_NAMES = {
+    "ANIL": "algorithms",
+    "FOMAML": "algorithms",
+    "MAML": "algorithms",
+    "MetaLearner": "algorithms",
+    "MetaSGD": "algorithms",
+    "Reptile": "algorithms",
+    "TaskBatch": "tasks",
+    "TaskDistribution": "tasks",
+}
+
+__all__ = sorted([*_NAMES, *_SUBPACKAGES, "__version__"])
+
+
+def __getattr__(name):
+    if name in _SUBPACKAGES:
+        # The import also binds the subpackage on this module: later lookups skip here.
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

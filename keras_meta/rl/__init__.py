@@ -2,44 +2,48 @@
 
 The TF-Agents bridge lives in `keras_meta.integrations.tf_agents` and is never imported
 from here, so `import keras_meta.rl` needs neither tf_agents nor tensorflow_probability.
+Each name below is imported from its module on first use, so `import keras_meta.rl`
+imports neither gymnasium nor TensorFlow, and MuJoCo/Meta-World only load when an
+environment needs them.
 """
 
-from keras_meta.rl._loop import TrainingState
-from keras_meta.rl.buffer import RolloutBuffer
-from keras_meta.rl.envs import (
-    AntDir,
-    BatchedNavigation2D,
-    BernoulliBandit,
-    HalfCheetahDir,
-    HalfCheetahVel,
-    Navigation2D,
-    TaskEnv,
-    check_task_env,
-)
-from keras_meta.rl.maml_rl import MAMLRL, LinearFeatureBaseline, conjugate_gradient
-from keras_meta.rl.metaworld import MetaWorldML1, meta_evaluate_episodes, metaworld_available
-from keras_meta.rl.policies import CategoricalPolicy, GaussianPolicy
-from keras_meta.rl.rl2 import RL2, RL2Policy
+import importlib
 
-__all__ = [
-    "AntDir",
-    "BatchedNavigation2D",
-    "BernoulliBandit",
-    "CategoricalPolicy",
-    "GaussianPolicy",
-    "HalfCheetahDir",
-    "HalfCheetahVel",
-    "LinearFeatureBaseline",
-    "MAMLRL",
-    "MetaWorldML1",
-    "Navigation2D",
-    "RL2",
-    "RL2Policy",
-    "RolloutBuffer",
-    "TaskEnv",
-    "TrainingState",
-    "check_task_env",
-    "conjugate_gradient",
-    "meta_evaluate_episodes",
-    "metaworld_available",
-]
+# Public name -> the module of this package that defines it.
+_NAMES = {
+    "AntDir": "envs",
+    "BatchedNavigation2D": "envs",
+    "BernoulliBandit": "envs",
+    "CategoricalPolicy": "policies",
+    "GaussianPolicy": "policies",
+    "HalfCheetahDir": "envs",
+    "HalfCheetahVel": "envs",
+    "LinearFeatureBaseline": "maml_rl",
+    "MAMLRL": "maml_rl",
+    "MetaWorldML1": "metaworld",
+    "Navigation2D": "envs",
+    "RL2": "rl2",
+    "RL2Policy": "rl2",
+    "RolloutBuffer": "buffer",
+    "TaskEnv": "envs",
+    "TrainingState": "_loop",
+    "check_task_env": "envs",
+    "conjugate_gradient": "maml_rl",
+    "meta_evaluate_episodes": "metaworld",
+    "metaworld_available": "metaworld",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+        # Cached so that later lookups skip this function.
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
