@@ -152,7 +152,7 @@ def _hand_step(model, loss_fn, optimizer, inner_lr, inner_steps, first_order, un
         y, _ = model.stateless_call(fast, non_trainables, qx, training=True)
         return loss_fn(qy, y)
 
-    from keras_meta.functional import exact_batch_statistics
+    from keras_meta.ops import exact_batch_statistics
 
     @tf.function
     def step(sx, sy, qx, qy):

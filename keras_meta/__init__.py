@@ -33,18 +33,24 @@ _SUBPACKAGES = (
     "inner",
     "integrations",
     "models",
+    "ops",
     "rl",
     "tasks",
+    "training",
 )
 
 # Public names re-exported from a subpackage: name -> the subpackage that defines it.
 _NAMES = {
     "ANIL": "algorithms",
     "FOMAML": "algorithms",
+    "GradientLearner": "algorithms",
     "MAML": "algorithms",
     "MetaLearner": "algorithms",
     "MetaSGD": "algorithms",
+    "MetaState": "training",
+    "MetaTrainer": "training",
     "Reptile": "algorithms",
+    "TaskOutputs": "training",
     "TaskBatch": "tasks",
     "TaskDistribution": "tasks",
 }

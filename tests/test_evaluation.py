@@ -29,7 +29,7 @@ def test_confidence_interval_matches_hand_computed_t_interval():
 
 
 def test_unknown_learner_type_is_refused():
-    with pytest.raises(TypeError, match=r"Expected `learner` to be a keras_meta.MetaLearner .* Received: "
+    with pytest.raises(TypeError, match=r"Expected `learner` to be a keras_meta learner .* Received: "
                                         r"learner=.* of type Sequential"):
         km.evaluation.evaluate(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]),
                                km.tasks.Sinusoid(shots=5, queries=5))

@@ -1,9 +1,12 @@
-"""Supervised meta-learners, one per module."""
+"""Meta-learners, one per module, on the learner protocol of `keras_meta.training`."""
 
 from keras_meta.algorithms.anil import ANIL
-from keras_meta.algorithms.base import MetaLearner
+from keras_meta.algorithms.gradient import GradientLearner
 from keras_meta.algorithms.maml import FOMAML, MAML
 from keras_meta.algorithms.meta_sgd import MetaSGD
 from keras_meta.algorithms.reptile import Reptile
 
-__all__ = ["ANIL", "FOMAML", "MAML", "MetaLearner", "MetaSGD", "Reptile"]
+# The name of the MAML-family base class before the learner protocol; kept for old code.
+MetaLearner = GradientLearner
+
+__all__ = ["ANIL", "FOMAML", "GradientLearner", "MAML", "MetaLearner", "MetaSGD", "Reptile"]

@@ -2,18 +2,11 @@
 
 import keras
 
-from keras_meta.algorithms.base import MetaLearner
-
-
-def _head_variable_ids(model, head_layers):
-    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=False)
-              if layer.trainable_variables]
-    head = layers[-head_layers:]
-    return {id(v) for layer in head for v in layer.trainable_variables}
+from keras_meta.algorithms.gradient import GradientLearner, head_mask
 
 
 @keras.saving.register_keras_serializable(package="keras_meta")
-class ANIL(MetaLearner):
+class ANIL(GradientLearner):
     """ANIL: MAML whose inner loop adapts only the head (the last weighted layers).
 
     Inner update on the head weights `w` only, body weights `phi` fixed:
@@ -39,8 +32,7 @@ class ANIL(MetaLearner):
             )
         super().__init__(model, inner_lr, inner_steps, first_order, **kwargs)
         self.head_layers = head_layers
-        head = _head_variable_ids(model, head_layers)
-        self._mask = [id(v) in head for v in model.trainable_variables]
+        self._mask = head_mask(model, head_layers)
         if all(self._mask):
             raise ValueError(
                 "Expected `head_layers` to leave at least one weighted layer in the body. "
@@ -48,7 +40,7 @@ class ANIL(MetaLearner):
                 f"{len(model.trainable_variables)} trainable weights all in the head"
             )
 
-    def _adapted_mask(self):
+    def adapted_mask(self):
         return list(self._mask)
 
     def get_config(self):

@@ -2,11 +2,11 @@
 
 import keras
 
-from keras_meta.algorithms.base import MetaLearner
+from keras_meta.algorithms.gradient import GradientLearner
 
 
 @keras.saving.register_keras_serializable(package="keras_meta")
-class MAML(MetaLearner):
+class MAML(GradientLearner):
     """Model-Agnostic Meta-Learning.
 
     For each task `T_i` of a meta-batch, the inner loop takes `inner_steps` gradient

@@ -1,12 +1,13 @@
 """Meta-SGD (Li et al., 2017): meta-learned per-parameter inner learning rates."""
 
 import keras
+
 from keras_meta import inner
-from keras_meta.algorithms.base import MetaLearner
+from keras_meta.algorithms.gradient import GradientLearner
 
 
 @keras.saving.register_keras_serializable(package="keras_meta")
-class MetaSGD(MetaLearner):
+class MetaSGD(GradientLearner):
     """Meta-SGD: MAML whose inner step size is a meta-learned tensor per weight.
 
     Inner update, elementwise:
@@ -25,7 +26,9 @@ class MetaSGD(MetaLearner):
         **kwargs: Passed to `keras.Model`.
     """
 
-    def _create_meta_variables(self):
+    def __init__(self, model, inner_lr=0.01, inner_steps=1, first_order=False, **kwargs):
+        super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps,
+                         first_order=first_order, **kwargs)
         self.learning_rates = [
             self.add_weight(
                 shape=v.shape,
@@ -37,12 +40,10 @@ class MetaSGD(MetaLearner):
             for v in self.model.trainable_variables
         ]
 
-    def _extra_meta_variables(self):
+    def extra_meta_variables(self):
         return list(self.learning_rates)
 
-    def _update_rule(self, meta_values, inner_lr):
-        n = len(self.model.trainable_variables)
-        rates = meta_values[n:]
+    def update_rule(self, meta, inner_lr):
         # The evaluation step size rescales the learned rates relative to training's.
-        scale = inner.cast_scalar(inner_lr, rates[0].dtype) / self.inner_lr
-        return inner.per_parameter_sgd([r * scale for r in rates])
+        scale = inner.cast_scalar(inner_lr, meta.extras[0].dtype) / self.inner_lr
+        return inner.per_parameter_sgd([r * scale for r in meta.extras])

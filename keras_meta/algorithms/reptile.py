@@ -2,12 +2,12 @@
 
 import keras
 
-from keras_meta.algorithms.base import MetaLearner
-from keras_meta.functional import forward
+from keras_meta.algorithms.gradient import GradientLearner
+from keras_meta.training import TaskOutputs
 
 
 @keras.saving.register_keras_serializable(package="keras_meta")
-class Reptile(MetaLearner):
+class Reptile(GradientLearner):
     """Reptile: move the meta-weights toward each task's adapted weights.
 
     For each task the inner loop runs `inner_steps` SGD steps on the support set,
@@ -27,19 +27,16 @@ class Reptile(MetaLearner):
         **kwargs: Passed to `keras.Model`.
     """
 
-    differentiates_inner_loop = False
-
     def __init__(self, model, inner_lr=0.01, inner_steps=5, first_order=True, **kwargs):
         super().__init__(model, inner_lr, inner_steps, True, **kwargs)
 
-    def _task_outputs(self, meta_values, non_trainables, task):
+    def task_outputs(self, meta, task):
         support_x, support_y, query_x, query_y = task
-        fast = self._adapt_task(meta_values, non_trainables, support_x, support_y,
-                                self.inner_steps, self.inner_lr, True)
-        prediction, new_non_trainables = forward(self.model, fast, non_trainables, query_x,
-                                                 training=True)
-        direction = [m - f for m, f in zip(meta_values, fast)]
-        return self._loss(query_y, prediction), prediction, new_non_trainables, direction
+        fast = self.adapt_task(meta, support_x, support_y, self.inner_steps, self.inner_lr, True)
+        prediction, new_non_trainables = self.query_outputs(meta, fast, query_x)
+        direction = [m - f for m, f in zip(meta.params, fast)]
+        return TaskOutputs(self.task_loss(query_y, prediction), prediction, new_non_trainables,
+                           meta_gradient=direction)
 
     def get_config(self):
         config = super().get_config()

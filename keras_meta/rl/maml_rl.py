@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 from gymnasium.vector import AutoresetMode
 
-from keras_meta import functional, inner
+from keras_meta import inner, ops
 from keras_meta.rl._loop import RLLearner, TrainingState
 from keras_meta.rl.buffer import RolloutBuffer
 from keras_meta.rl.envs import _find_attr, as_task_env, vector_task_env
@@ -159,7 +159,7 @@ class MAMLRL(RLLearner):
                  max_kl=0.01, cg_iters=10, cg_damping=1e-5, ls_backtrack=0.8, ls_max_steps=15, clip_ratio=0.2,
                  ppo_epochs=5, optimizer=None, first_order=False, rescale_actions=False, normalize_advantages=True,
                  horizon=None, seed=0):
-        functional.check_tensorflow_backend()
+        ops.check_tensorflow_backend()
         if outer not in ("trpo", "ppo"):
             raise ValueError(f"Expected `outer` to be 'trpo' or 'ppo'. Received: outer={outer!r}")
         if int(inner_steps) != inner_steps or inner_steps < 0:
@@ -183,7 +183,7 @@ class MAMLRL(RLLearner):
             policy.build_for(int(np.prod(self.observation_shape)))
         self._venvs = {}
         self.training_state = TrainingState(policy, self.optimizer)
-        self._update = inner.sgd(self.inner_lr)
+        self._rule = inner.sgd(self.inner_lr)
         self._act_fn = tf.function(self._act)
         self._adapt_fn = tf.function(self._adapt_all)
         self._adapt_step_fn = tf.function(self._adapt_step)
@@ -217,13 +217,10 @@ class MAMLRL(RLLearner):
         m = batch.masks[t]
         return -tf.reduce_sum(log_p * batch.advantages[t] * m) / tf.maximum(tf.reduce_sum(m), 1.0)
 
-    def _adapt_task(self, theta, batches, t, update=None):
-        update = update or self._update
-        fast = list(theta)
-        for step, batch in enumerate(batches):
-            _, grads = inner.gradients(lambda p, b=batch: self._inner_loss(p, b, t), fast, self.first_order)
-            fast = update(step, fast, grads)
-        return fast
+    def _adapt_task(self, theta, batches, t, rule=None):
+        """Task `t`'s fast weights after one inner step on each of `batches` in turn."""
+        return inner.adapt(lambda params, step: self._inner_loss(params, batches[step], t), theta,
+                           rule or self._rule, len(batches), first_order=self.first_order).params
 
     def _adapt_all(self, theta, batches):
         per_task = [self._adapt_task(theta, batches, t) for t in range(batches[0].masks.shape[0])]
@@ -236,8 +233,8 @@ class MAMLRL(RLLearner):
         step a call from the weights it has: one trace for any number of steps (and linear
         work in them), where `_adapt_all` replays every step from `theta`.
         """
-        update = inner.sgd(step_size)
-        per_task = [self._adapt_task([w[t] for w in stacked], [batch], t, update)
+        rule = inner.sgd(step_size)
+        per_task = [self._adapt_task([w[t] for w in stacked], [batch], t, rule)
                     for t in range(batch.masks.shape[0])]
         return [tf.stack(ws) for ws in zip(*per_task)]
 
@@ -345,7 +342,7 @@ class MAMLRL(RLLearner):
 
     def _ppo_step(self, batches, outer, old_dist):
         variables = self.policy.trainable_variables
-        theta = functional.variable_values(variables)
+        theta = ops.variable_values(variables)
         zero = tf.zeros([], theta[0].dtype)
         out = self._task_mean(lambda t: self._task_grad(theta, batches, outer, old_dist, t, clip=True),
                               outer.masks.shape[0], [zero, zero] + list(theta))
@@ -453,6 +450,12 @@ class MAMLRL(RLLearner):
             surrogate, kl = surrogate0, tf.constant(0.0)
         return {"surrogate_before": float(surrogate0), "surrogate_after": float(surrogate), "kl": float(kl),
                 "line_search_steps": i + 1 if accepted else 0}
+
+    def evaluation_probe(self, options):
+        """What `keras_meta.evaluation.evaluate` measures of this learner."""
+        from keras_meta.evaluation.probes import MAMLRLProbe
+
+        return MAMLRLProbe(self, options)
 
     def fit(self, epochs=1, meta_batch_size=20, episodes_per_task=20, steps_per_epoch=1, callbacks=None,
             verbose=1):

@@ -3,7 +3,7 @@
 A policy is itself a `keras.Model` whose output is the distribution's parameters
 (Gaussian: `concat([mean, log_std])`; categorical: logits). Every method takes the weights
 as an explicit list of tensors in the order of `policy.trainable_variables`, and runs the
-model through `keras_meta.functional.forward` (`model.stateless_call`), so the same code
+model through `keras_meta.ops.forward` (`model.stateless_call`), so the same code
 serves the meta-weights, differentiable fast weights in an inner loop, and the adapted
 weights of a cloned policy. Randomness is stateless: `sample(..., seed)` is a pure
 function of its seed (`tf.random.stateless_*`).
@@ -14,7 +14,7 @@ import math
 import keras
 import tensorflow as tf
 
-from keras_meta import functional
+from keras_meta import ops
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -61,7 +61,7 @@ class _Policy(keras.Model):
 
     def weights_list(self):
         """Current values of the trainable weights (meta-weights), as tensors."""
-        return functional.variable_values(self.trainable_variables)
+        return ops.variable_values(self.trainable_variables)
 
     def dist_params(self, params, obs):
         """Distribution parameters at `params` for observations `[..., obs_dim]`."""
@@ -69,7 +69,7 @@ class _Policy(keras.Model):
         obs = tf.convert_to_tensor(obs)
         lead = tf.shape(obs)[:-1]
         flat = tf.reshape(obs, [-1, obs.shape[-1]])
-        out, _ = functional.forward(self, params, functional.variable_values(self.non_trainable_variables),
+        out, _ = ops.forward(self, params, ops.variable_values(self.non_trainable_variables),
                                     flat, training=False)
         return tf.reshape(out, tf.concat([lead, tf.shape(out)[-1:]], 0))
 

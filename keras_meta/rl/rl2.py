@@ -15,7 +15,7 @@ import tensorflow as tf
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
-from keras_meta import functional
+from keras_meta import ops
 from keras_meta.rl._loop import RLLearner, TrainingState
 from keras_meta.rl.buffer import RolloutBuffer
 from keras_meta.rl.envs import _find_attr, as_task_env, vector_task_env
@@ -377,7 +377,7 @@ class RL2(RLLearner):
                  gamma=0.99, gae_lambda=0.95, clip_ratio=0.2, ppo_epochs=4, minibatches=1, value_coef=0.5,
                  entropy_coef=0.01, max_grad_norm=0.5, optimizer=None, normalize_advantages=True, reward_scale=1.0,
                  rescale_actions=False, seed=0):
-        functional.check_tensorflow_backend()
+        ops.check_tensorflow_backend()
         if isinstance(episodes_per_trial, bool) or not isinstance(episodes_per_trial, (int, np.integer)) \
                 or episodes_per_trial < 1:
             raise ValueError(
@@ -593,6 +593,12 @@ class RL2(RLLearner):
                 "last_episode_return": float(per_episode[-1])}
         logs.update({k: float(np.mean(v)) for k, v in stats.items()})
         return logs
+
+    def evaluation_probe(self, options):
+        """What `keras_meta.evaluation.evaluate` measures of this learner."""
+        from keras_meta.evaluation.probes import RL2Probe
+
+        return RL2Probe(self, options)
 
     def fit(self, epochs=1, meta_batch_size=20, trials_per_task=1, steps_per_epoch=1, callbacks=None, verbose=1):
         """Meta-trains for `epochs * steps_per_epoch` PPO iterations.

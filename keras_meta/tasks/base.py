@@ -5,8 +5,9 @@ from typing import NamedTuple
 import numpy as np
 
 from keras_meta import _core
+from keras_meta._validation import check_positive_int, check_seed
 
-_MAX_SEED = 2**64
+__all__ = ["TaskBatch", "TaskDistribution", "check_positive_int", "check_seed", "step_seed"]
 
 
 class TaskBatch(NamedTuple):
@@ -23,25 +24,6 @@ class TaskBatch(NamedTuple):
     support_y: object
     query_x: object
     query_y: object
-
-
-def check_seed(seed, name="seed"):
-    """Returns `seed` as a Python int in [0, 2**64) or raises a clear error."""
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"Expected `{name}` to be an integer. Received: {name}={seed!r}")
-    if not 0 <= int(seed) < _MAX_SEED:
-        raise ValueError(
-            f"Expected `{name}` to be in [0, 2**64). Received: {name}={seed!r}"
-        )
-    return int(seed)
-
-
-def check_positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"Expected `{name}` to be a positive integer. Received: {name}={value!r}")
-    if value <= 0:
-        raise ValueError(f"Expected `{name}` to be a positive integer. Received: {name}={value!r}")
-    return int(value)
 
 
 def step_seed(seed, step):

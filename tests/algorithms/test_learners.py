@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import keras_meta as km
 from keras_meta.tasks import TaskBatch
+from keras_meta.training import sources
 
 from learner_table import LEARNERS, MODES, mlp, weights_of
 
@@ -54,7 +55,7 @@ def test_execution_modes_agree(name):
 @pytest.mark.parametrize("name", LEARNERS)
 def test_xla_vectorized_meta_step_compiles_for_shapes_not_weights(name):
     # tf.vectorized_map under XLA made the weights compile-time constants, so every
-    # meta-step after an outer update compiled anew (keras_meta/_vectorize.py).
+    # meta-step after an outer update compiled anew (keras_meta/ops/vectorize.py).
     learner, _ = trained(name, "xla_vectorized", steps=1)
     batch = TaskBatch(*(tf.constant(v) for v in TASKS.sample(4, seed=1)))
     step = learner._meta_gradient_fn()
@@ -138,15 +139,13 @@ def test_dataset_and_task_pool_inputs():
 
 def test_own_input_pipelines_do_not_autotune():
     # tf.data's autotune thread could hold up the end of every fit by seconds (see
-    # keras_meta.algorithms.base._without_autotune); user datasets keep their options.
-    learner = LEARNERS["maml"](mlp())
-    learner.compile(loss="mse")
+    # keras_meta.training.sources.without_autotune); user datasets keep their options.
     for tasks in (TASKS, TASKS.sample(8, 0)):
-        source, _ = learner._prepare_source(tasks, meta_batch_size=4, seed=0)
+        source = sources.prepare(tasks, meta_batch_size=4, seed=0, replicas=1)[0]
         assert source.options().autotune.enabled is False
-    assert learner._validation_dataset(TASKS, 4, 2, 0).options().autotune.enabled is False
+    assert sources.sampled_dataset(TASKS, 4, 2, 0).options().autotune.enabled is False
     user = tf.data.Dataset.from_tensors(TASKS.sample(4, 0)).repeat()
-    assert learner._prepare_source(user, meta_batch_size=4, seed=0)[0] is user
+    assert sources.prepare(user, meta_batch_size=4, seed=0, replicas=1)[0] is user
 
 
 def test_steps_per_execution_matches_single_steps():
@@ -178,7 +177,7 @@ def test_steps_per_execution_samples_each_step_in_order(mode, monkeypatch):
     # A chunk of two meta-batches per sampling call, so that 5 steps per execution take
     # chunks of 2, 2 and 1 and the task counter is read between chunks.
     batch_bytes = 4 * (5 + 5) * 2 * 4
-    monkeypatch.setattr(km.algorithms.base, "_SAMPLE_CHUNK_BYTES", 2 * batch_bytes)
+    monkeypatch.setattr(sources, "SAMPLE_CHUNK_BYTES", 2 * batch_bytes)
     tasks = RecordingSinusoid(shots=5, queries=5)
     learner = LEARNERS["maml"](mlp())
     learner.compile(optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=5, **MODES[mode])

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import keras_meta as km
 from keras_meta.tasks import TaskBatch
+from keras_meta.training import MetaState
 
 from learner_table import MODES, mlp
 
@@ -185,9 +186,9 @@ def test_anil_inner_loop_adapts_only_the_head():
     learner._resolve_loss_and_metrics(None, None)
     batch = random_batch(tasks=1, shots=5, queries=5, dim=1, seed=6)
     meta = [tf.convert_to_tensor(v) for v in learner.meta_variables()]
-    fast = learner._adapt_task(meta, [], tf.constant(batch.support_x[0], tf.float32),
-                               tf.constant(batch.support_y[0], tf.float32), 3, 0.1, False)
-    head = learner._adapted_mask()
+    fast = learner.adapt_task(MetaState(meta, [], []), tf.constant(batch.support_x[0], tf.float32),
+                              tf.constant(batch.support_y[0], tf.float32), 3, 0.1, False)
+    head = learner.adapted_mask()
     assert head == [False, False, False, False, True, True]
     for is_head, before, after in zip(head, meta, fast):
         changed = not np.array_equal(before.numpy(), after.numpy())

@@ -4,12 +4,8 @@ Meta-learners never assign inner-loop weights into variables: assignment cuts th
 second-order graph. They call `model.stateless_call` with weight tensors instead.
 """
 
-import contextlib
-import threading
-
 import keras
 import tensorflow as tf
-from keras.src.backend.tensorflow import nn as _keras_tf_nn
 
 
 def check_tensorflow_backend():
@@ -21,39 +17,6 @@ def check_tensorflow_backend():
             f"backend={keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before "
             "importing keras."
         )
-
-
-def _exact_moments(x, axes, keepdims):
-    # tf.nn.moments computes mean((x - stop_gradient(mean))**2): right first derivatives,
-    # wrong second derivatives. This form is exact at every order.
-    mean = tf.reduce_mean(x, axes, keepdims=True)
-    variance = tf.reduce_mean(tf.math.squared_difference(x, mean), axes, keepdims=True)
-    if not keepdims:
-        mean = tf.squeeze(mean, axes)
-        variance = tf.squeeze(variance, axes)
-    return mean, variance
-
-
-_moments_lock = threading.RLock()
-
-
-@contextlib.contextmanager
-def exact_batch_statistics():
-    """Makes Keras batch statistics differentiable to every order while tracing.
-
-    Keras 3's TensorFlow backend normalises with `tf.nn.moments`, whose variance stops
-    the gradient through the mean. Inside this context BatchNormalization (and any layer
-    calling `keras.ops.moments`) builds the exact variance instead, so second-order
-    meta-gradients through `BatchNormalization(training=True)` are correct. Graphs traced
-    inside the context keep the exact form after it exits.
-    """
-    with _moments_lock:
-        original = _keras_tf_nn._compute_moments
-        _keras_tf_nn._compute_moments = _exact_moments
-        try:
-            yield
-        finally:
-            _keras_tf_nn._compute_moments = original
 
 
 def forward(model, trainable_values, non_trainable_values, x, training=True):

@@ -8,7 +8,8 @@ directly in the caller's graph keeps those inputs XLA parameters, and the step c
 """
 
 import tensorflow as tf
-from tensorflow.python.ops.parallel_for import control_flow_ops as _pfor
+
+from keras_meta import _compat
 
 
 def map_tasks(fn, elems):
@@ -22,13 +23,14 @@ def map_tasks(fn, elems):
     Returns:
         The outputs of `fn`, stacked over the tasks.
     """
-    if not _pfor._is_under_xla_context():
+    pfor = _compat.pfor()
+    if not pfor._is_under_xla_context():
         return tf.vectorized_map(fn, elems, fallback_to_while_loop=True)
     elems = tuple(tf.convert_to_tensor(e) for e in elems)
     num_tasks = elems[0].shape[0]
     if num_tasks is None:
         num_tasks = tf.shape(elems[0])[0]
-    return _pfor._pfor_impl(
+    return pfor._pfor_impl(
         lambda i: fn(tuple(tf.gather(e, i) for e in elems)),
         num_tasks,
         fallback_to_while_loop=True,

@@ -1,0 +1,57 @@
+"""Every private Keras/TensorFlow symbol keras_meta touches, in one place.
+
+Each accessor checks, at first use, that the symbol still exists with the shape we rely on
+and otherwise raises a `RuntimeError` naming it and the installed versions, so an upgrade
+that breaks one fails loudly (tests/test_compat.py calls each of them) instead of silently
+changing results.
+"""
+
+import keras
+import tensorflow as tf
+
+
+def _missing(what):
+    return RuntimeError(
+        f"keras_meta relies on {what}, which this installation lacks (TensorFlow "
+        f"{tf.__version__}, Keras {keras.__version__}). Expected TensorFlow 2.21 with Keras 3. "
+        "Received: an incompatible version; install the versions pinned in pyproject.toml."
+    )
+
+
+def keras_tf_nn():
+    """Keras's TensorFlow `nn` backend module, whose `_compute_moments` BatchNorm calls."""
+    try:
+        from keras.src.backend.tensorflow import nn
+    except ImportError:
+        raise _missing("keras.src.backend.tensorflow.nn") from None
+    if not callable(getattr(nn, "_compute_moments", None)):
+        raise _missing("keras.src.backend.tensorflow.nn._compute_moments")
+    return nn
+
+
+def pfor():
+    """TensorFlow's `parallel_for.control_flow_ops` (`_pfor_impl`, `_is_under_xla_context`)."""
+    try:
+        from tensorflow.python.ops.parallel_for import control_flow_ops
+    except ImportError:
+        raise _missing("tensorflow.python.ops.parallel_for.control_flow_ops") from None
+    for name in ("_pfor_impl", "_is_under_xla_context"):
+        if not callable(getattr(control_flow_ops, name, None)):
+            raise _missing(f"tensorflow.python.ops.parallel_for.control_flow_ops.{name}")
+    return control_flow_ops
+
+
+def flatten_layers(model, recursive=True):
+    """The layers of `model` below it (Keras's private `Layer._flatten_layers`)."""
+    method = getattr(model, "_flatten_layers", None)
+    if method is None:
+        raise _missing("keras.layers.Layer._flatten_layers")
+    return list(method(include_self=False, recursive=recursive))
+
+
+def backup_metadata_path(callback):
+    """Where `keras.callbacks.BackupAndRestore` writes its training metadata (epoch, batch)."""
+    path = getattr(callback, "_training_metadata_path", None)
+    if not isinstance(path, str):
+        raise _missing("keras.callbacks.BackupAndRestore._training_metadata_path")
+    return path

@@ -1,0 +1,152 @@
+"""`GradientLearner`: the learner protocol for the MAML family, on the shared inner loop.
+
+MAML, FOMAML, ANIL, Meta-SGD, MAML++ and Reptile differ only in the inner update rule
+(`update_rule`), which weights the inner loop adapts (`adapted_mask`), and how a task's
+outputs become its contribution to the meta-step.
+"""
+
+import keras
+
+from keras_meta import _compat, inner
+from keras_meta._validation import check_bool, check_learning_rate, check_steps
+from keras_meta.ops import forward
+from keras_meta.training import MetaTrainer, TaskOutputs
+
+
+class GradientLearner(MetaTrainer):
+    """A meta-learner whose adaptation is gradient steps at fast weights.
+
+    For each task the inner loop (`keras_meta.inner.adapt`) takes `inner_steps` steps of
+    `update_rule` on the support loss at fast weights (`model.stateless_call`, never
+    variable assignment); the task's query loss at the adapted weights is what the outer
+    loop differentiates (through the inner loop unless `first_order`).
+
+    Args:
+        model: A built Keras 3 model; its weights are the meta-weights.
+        inner_lr: Inner-loop step size `alpha` (> 0).
+        inner_steps: Inner-loop steps per task during meta-training (>= 1).
+        first_order: If True, drop second-order terms of the meta-gradient.
+        **kwargs: Passed to `keras.Model` (e.g. `name`).
+
+    Raises:
+        TypeError: If `model` is not a Keras 3 model or a hyper-parameter has the wrong type.
+        ValueError: If `model` is unbuilt, or `inner_lr`/`inner_steps` is not positive.
+    """
+
+    def __init__(self, model, inner_lr=0.01, inner_steps=1, first_order=False, **kwargs):
+        inner_lr = check_learning_rate(inner_lr)
+        inner_steps = check_steps(inner_steps)
+        first_order = check_bool(first_order, "first_order")
+        super().__init__(model, **kwargs)
+        self.inner_lr = inner_lr
+        self.inner_steps = inner_steps
+        self.first_order = first_order
+
+    # ----- what subclasses choose -----------------------------------------------------
+
+    def update_rule(self, meta, inner_lr):
+        """The inner `UpdateRule` given the meta-values and the step size (SGD by default).
+
+        Args:
+            meta: A `MetaState` (learned step sizes live in `meta.extras`).
+            inner_lr: The step size: `self.inner_lr` in training, the `inner_lr` option of
+                `adapt`/`evaluate` otherwise (a Python float or scalar tensor).
+        """
+        del meta
+        return inner.sgd(inner_lr)
+
+    def adapted_mask(self):
+        """Which of `model.trainable_variables` the inner loop adapts (all by default)."""
+        return [True] * len(self.model.trainable_variables)
+
+    # ----- the inner loop -------------------------------------------------------------
+
+    def adapt_task(self, meta, support_x, support_y, steps, inner_lr, first_order,
+                   on_step=None):
+        """The model's fast weights after `steps` inner updates on one task's support set.
+
+        Args:
+            meta: A `MetaState`.
+            support_x, support_y: The task's support set.
+            steps: Inner steps (a Python int).
+            inner_lr: Step size given to `update_rule`.
+            first_order: Hold inner gradients constant for the outer tape.
+            on_step: Optional `on_step(k, fast_weights)` at every step `k` (0 included).
+
+        Returns:
+            A list of tensors in the order of `model.trainable_variables`.
+        """
+        mask = self.adapted_mask()
+        fixed = [None if m else v for v, m in zip(meta.params, mask)]
+
+        def merge(adapted):
+            it = iter(adapted)
+            return [next(it) if f is None else f for f in fixed]
+
+        def support_loss(adapted, step):
+            del step
+            y, _ = forward(self.model, merge(adapted), meta.non_trainables, support_x,
+                           training=True)
+            return self.task_loss(support_y, y)
+
+        record = None if on_step is None else (lambda k, adapted: on_step(k, merge(adapted)))
+        result = inner.adapt(support_loss, [v for v, m in zip(meta.params, mask) if m],
+                             self.update_rule(meta, inner_lr), steps, first_order=first_order,
+                             on_step=record)
+        return merge(result.params)
+
+    def query_outputs(self, meta, fast, query_x):
+        """Query predictions at fast weights and the model's updated non-trainables."""
+        return forward(self.model, fast, meta.non_trainables, query_x, training=True)
+
+    # ----- the learner protocol -------------------------------------------------------
+
+    def task_outputs(self, meta, task):
+        support_x, support_y, query_x, query_y = task
+        fast = self.adapt_task(meta, support_x, support_y, self.inner_steps, self.inner_lr,
+                               self.first_order)
+        prediction, new_non_trainables = self.query_outputs(meta, fast, query_x)
+        return TaskOutputs(self.task_loss(query_y, prediction), prediction, new_non_trainables)
+
+    def adapt_states(self, meta, support_x, support_y, steps, inner_lr):
+        wanted = set(steps)
+        recorded = {}
+
+        def record(step, fast):
+            if step in wanted:
+                recorded[step] = fast
+
+        self.adapt_task(meta, support_x, support_y, max(steps), inner_lr, True, on_step=record)
+        return [recorded[s] for s in steps]
+
+    def predict_adapted(self, meta, state, x):
+        return self.query_outputs(meta, state, x)[0]
+
+    def adapted_model(self, state):
+        """A clone of `model` holding the adapted weights (and the model's other state)."""
+        adapted = keras.models.clone_model(self.model)
+        adapted.set_weights([v.numpy() for v in self.model.weights])
+        for variable, value in zip(adapted.trainable_variables, state):
+            variable.assign(value)
+        return adapted
+
+    def adapt_options(self, inner_lr=None):
+        """`inner_lr`: the adaptation step size (defaults to the training `inner_lr`)."""
+        return {"inner_lr": self.inner_lr if inner_lr is None else check_learning_rate(inner_lr)}
+
+    @property
+    def default_adapt_steps(self):
+        return self.inner_steps
+
+    def get_config(self):
+        return {**super().get_config(), "inner_lr": self.inner_lr,
+                "inner_steps": self.inner_steps, "first_order": self.first_order}
+
+
+def head_mask(model, head_layers):
+    """Which trainable weights of `model` belong to its last `head_layers` weighted layers."""
+    layers = [layer for layer in _compat.flatten_layers(model, recursive=False)
+              if layer.trainable_variables]
+    head = {id(v) for layer in layers[-head_layers:] for v in layer.trainable_variables}
+    return [id(v) in head for v in model.trainable_variables]
+

@@ -1,0 +1,81 @@
+"""The inner loop: the one place where fast weights take gradient steps.
+
+Supervised learners (MAML, ANIL, Meta-SGD, MAML++, Reptile) and MAML-RL all adapt through
+`adapt`; they differ only in the loss they give it and the `UpdateRule` they choose.
+"""
+
+from typing import Any, NamedTuple
+
+import tensorflow as tf
+
+
+class Adapted(NamedTuple):
+    """What `adapt` returns: the fast weights, the rule's state and the loss's carry."""
+
+    params: list
+    state: Any
+    carry: Any
+
+
+def gradients(loss_fn, params, first_order=False):
+    """Loss and gradients of `loss_fn` at `params`, differentiable for the outer loop.
+
+    Args:
+        loss_fn: A function of the list of params returning a scalar loss, or
+            `(loss, aux)`; `aux` is returned untouched.
+        params: List of tensors.
+        first_order: If True the returned gradients are constants for outer tapes, which
+            drops the second-order terms (FOMAML).
+
+    Returns:
+        `(loss_or_(loss, aux), grads)`.
+    """
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(params)
+        value = loss_fn(params)
+    loss = value[0] if isinstance(value, tuple) else value
+    grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    if first_order:
+        grads = [tf.stop_gradient(g) for g in grads]
+    return value, grads
+
+
+def adapt(loss_fn, params, rule, steps, *, first_order=False, state=None, carry=None,
+          start=0, on_step=None):
+    """Runs `steps` inner updates of `rule` from `params`.
+
+    Step `k` (counted from `start`) computes `g_k = grad L(theta_k)` with the loss of that
+    step, then `theta_{k+1}, s_{k+1} = rule.update(g_k, s_k, theta_k, k)`.
+
+    Args:
+        loss_fn: The inner loss. Called as `loss_fn(params, step)`, or, when `carry` is
+            given, `loss_fn(params, step, carry) -> (loss, new_carry)` (a non-differentiated
+            value threaded through the steps, such as the layers' random-seed state).
+        params: Starting weights (tensors; an outer tape differentiates through them).
+        rule: An `UpdateRule`.
+        steps: Number of inner steps (a Python int; the loop is unrolled in the graph).
+        first_order: Hold the inner gradients constant for the outer tape (see `gradients`).
+        state: The rule's state; `rule.init(params)` when None (continue a run with the
+            state a previous call returned).
+        carry: Optional value threaded through the loss (see `loss_fn`).
+        start: Index of the first step (for per-step rules when continuing a run).
+        on_step: Optional `on_step(k, params)` called at every `k` in `start..start+steps`,
+            including the starting weights (adaptation curves).
+
+    Returns:
+        `Adapted(params, state, carry)`.
+    """
+    fast = list(params)
+    state = rule.init(fast) if state is None else state
+    if on_step is not None:
+        on_step(start, fast)
+    for step in range(start, start + steps):
+        if carry is None:
+            _, grads = gradients(lambda p, k=step: loss_fn(p, k), fast, first_order)
+        else:
+            (_, carry), grads = gradients(lambda p, k=step, c=carry: loss_fn(p, k, c), fast,
+                                          first_order)
+        fast, state = rule.update(grads, state, fast, step)
+        if on_step is not None:
+            on_step(step + 1, fast)
+    return Adapted(fast, state, carry)
