@@ -50,3 +50,27 @@ def test_meta_rl_snippet_runs_with_fewer_iterations():
     policy, learner = namespace["policy"], namespace["learner"]
     assert any(not np.array_equal(a, m) for a, m in
                zip(policy.get_weights(), learner.policy.get_weights()))
+
+
+def test_writing_your_own_learner_runs_as_written():
+    code = _first_python_block_after("## Writing your own learner")
+    assert len(code.strip().splitlines()) < 60
+    keras.utils.set_random_seed(0)
+    namespace = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    losses = namespace["history"].history["loss"]
+    assert losses[-1] < 0.5 * losses[0]
+    learner, adapted = namespace["learner"], namespace["adapted"]
+    assert set(namespace["curve"]) == {0} and namespace["curve"][0]["loss"] < losses[0]
+    # The standalone adapted model predicts what the learner's protocol predicts.
+    import tensorflow as tf
+    support_x, support_y = namespace["support_x"][0], namespace["support_y"][0]
+    query_x = namespace["query_x"][0]
+    meta = learner.meta_state()
+    head = learner.adapt_states(meta, tf.constant(support_x), tf.constant(support_y), (0,))[0]
+    np.testing.assert_allclose(adapted.predict(query_x, verbose=0),
+                               learner.predict_adapted(meta, head, tf.constant(query_x)),
+                               rtol=1e-4, atol=1e-5)
+    # It is a Keras object like any other: saved and loaded back with its config.
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(learner))
+    assert clone.l2 == learner.l2
