@@ -28,7 +28,7 @@ _NAMES = {
     "TaskEnv": "envs",
     "TrainingState": "_loop",
     "check_task_env": "envs",
-    "conjugate_gradient": "maml_rl",
+    "conjugate_gradient": "objectives.trpo",
     "meta_evaluate_episodes": "metaworld",
     "metaworld_available": "metaworld",
 }

@@ -12,6 +12,7 @@ from keras_meta import inner, ops
 from keras_meta.rl._loop import RLLearner, TrainingState
 from keras_meta.rl.buffer import RolloutBuffer
 from keras_meta.rl.envs import _find_attr, as_task_env, vector_task_env
+from keras_meta.rl.objectives import ppo, trpo
 
 Batch = collections.namedtuple("Batch", ["observations", "actions", "advantages", "masks", "steps"])
 Batch.__doc__ = """Tensors `[T, E, H, ...]` of one sampling phase (steps: index within the episode)."""
@@ -51,48 +52,6 @@ class LinearFeatureBaseline:
         values = tf.einsum("tehp,tpo->teh", phi, w)
         next_values = tf.einsum("tehp,tpo->teh", self.features(next_obs, steps + 1), w)
         return tf.cast(values, tf.float32), tf.cast(next_values, tf.float32)
-
-
-def _flat(tensors):
-    return tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0)
-
-
-def _unflat(vector, like):
-    out, i = [], 0
-    for t in like:
-        n = int(np.prod(t.shape))
-        out.append(tf.reshape(vector[i:i + n], t.shape))
-        i += n
-    return out
-
-
-def conjugate_gradient(matvec, b, iters=10, tol=1e-10):
-    """Solves `A x = b` for symmetric positive (semi-)definite `A` given `x -> A x`.
-
-    Args:
-        matvec: Function of a vector returning `A @ vector`.
-        b: Right-hand side (1-D tensor).
-        iters: Iterations.
-        tol: Stop once the squared residual drops below it.
-
-    Returns:
-        The approximate solution `x`.
-    """
-    x = tf.zeros_like(b)
-    r = tf.identity(b)
-    p = tf.identity(b)
-    rr = tf.tensordot(r, r, 1)
-    for _ in range(iters):
-        ap = matvec(p)
-        alpha = rr / (tf.tensordot(p, ap, 1) + 1e-12)
-        x += alpha * p
-        r -= alpha * ap
-        rr_new = tf.tensordot(r, r, 1)
-        if float(rr_new) < tol:
-            break
-        p = r + (rr_new / rr) * p
-        rr = rr_new
-    return x
 
 
 class MAMLRL(RLLearner):
@@ -277,10 +236,7 @@ class MAMLRL(RLLearner):
         ratio = tf.exp(log_p - old_log_p)
         adv, m = outer.advantages[t], outer.masks[t]
         n = tf.maximum(tf.reduce_sum(m), 1.0)
-        objective = ratio * adv
-        if clip:
-            clipped = tf.clip_by_value(ratio, 1.0 - self.clip_ratio, 1.0 + self.clip_ratio) * adv
-            objective = tf.minimum(objective, clipped)
+        objective = ppo.clipped_surrogate(ratio, adv, self.clip_ratio) if clip else ratio * adv
         return -tf.reduce_sum(objective * m) / n, tf.reduce_sum(self.policy.kl_from_dist(old_dist[t], dist) * m) / n
 
     @staticmethod
@@ -324,15 +280,8 @@ class MAMLRL(RLLearner):
         jv = acc.jvp(dist, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         m = outer.masks[t]
         n = tf.maximum(tf.reduce_sum(m), 1.0)
-        # H_kl J v: the KL's Hessian in distribution-parameter space at new = old.
-        at_old = tf.identity(old_dist[t])
-        with tf.GradientTape() as outer_kl:
-            outer_kl.watch(at_old)
-            with tf.GradientTape() as inner_kl:
-                inner_kl.watch(at_old)
-                kl = tf.reduce_sum(self.policy.kl_from_dist(old_dist[t], at_old) * m) / n
-            directional = tf.reduce_sum(inner_kl.gradient(kl, at_old) * jv)
-        metric_jv = outer_kl.gradient(directional, at_old)
+        metric_jv = trpo.kl_hessian_vector_product(
+            lambda at: tf.reduce_sum(self.policy.kl_from_dist(old_dist[t], at) * m) / n, old_dist[t], jv)
         return tape.gradient(dist, theta, output_gradients=tf.stop_gradient(metric_jv),
                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
@@ -428,28 +377,15 @@ class MAMLRL(RLLearner):
     def trpo_step(self, theta, batches, outer, old_dist):
         """One TRPO update of the meta-weights (see the class docstring); returns logs."""
         surrogate0, _, grads = self._grad_fn(theta, batches, outer, old_dist)
-        g = _flat(grads)
-
-        def fvp(v):
-            return _flat(self._fvp_fn(theta, _unflat(v, theta), batches, outer, old_dist)) + self.cg_damping * v
-
-        direction = conjugate_gradient(fvp, g, self.cg_iters)
-        shs = tf.tensordot(direction, fvp(direction), 1)
-        full_step = tf.sqrt(2.0 * self.max_kl / tf.maximum(shs, 1e-12)) * direction
-        theta_flat = _flat(theta)
-        accepted, surrogate, kl = False, surrogate0, tf.constant(0.0)
-        for i in range(self.ls_max_steps):
-            candidate = _unflat(theta_flat - (self.ls_backtrack**i) * full_step, theta)
-            surrogate, kl = self._terms_fn(candidate, batches, outer, old_dist)
-            if float(kl) <= self.max_kl and float(surrogate) < float(surrogate0):
-                for variable, value in zip(self.policy.trainable_variables, candidate):
-                    variable.assign(value)
-                accepted = True
-                break
-        if not accepted:
-            surrogate, kl = surrogate0, tf.constant(0.0)
+        candidate, surrogate, kl, steps = trpo.trust_region_step(
+            theta, surrogate0, grads, lambda v: self._fvp_fn(theta, v, batches, outer, old_dist),
+            lambda c: self._terms_fn(c, batches, outer, old_dist), self.max_kl, self.cg_iters, self.cg_damping,
+            self.ls_backtrack, self.ls_max_steps)
+        if candidate is not None:
+            for variable, value in zip(self.policy.trainable_variables, candidate):
+                variable.assign(value)
         return {"surrogate_before": float(surrogate0), "surrogate_after": float(surrogate), "kl": float(kl),
-                "line_search_steps": i + 1 if accepted else 0}
+                "line_search_steps": steps}
 
     def evaluation_probe(self, options):
         """What `keras_meta.evaluation.evaluate` measures of this learner."""

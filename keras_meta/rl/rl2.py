@@ -19,6 +19,7 @@ from keras_meta import ops
 from keras_meta.rl._loop import RLLearner, TrainingState
 from keras_meta.rl.buffer import RolloutBuffer
 from keras_meta.rl.envs import _find_attr, as_task_env, vector_task_env
+from keras_meta.rl.objectives import ppo
 from keras_meta.rl.policies import gaussian_entropy, gaussian_log_prob
 
 TrialBatch = collections.namedtuple(
@@ -557,8 +558,7 @@ class RL2(RLLearner):
             m = batch.masks
             count = tf.maximum(tf.reduce_sum(m), 1.0)
             ratio = tf.exp(log_p - batch.old_log_probs)
-            clipped = tf.clip_by_value(ratio, 1.0 - self.clip_ratio, 1.0 + self.clip_ratio)
-            surrogate = tf.minimum(ratio * batch.advantages, clipped * batch.advantages)
+            surrogate = ppo.clipped_surrogate(ratio, batch.advantages, self.clip_ratio)
             policy_loss = -tf.reduce_sum(surrogate * m) / count
             value_loss = 0.5 * tf.reduce_sum(tf.square(values - batch.returns) * m) / count
             entropy = tf.reduce_sum(self.policy.entropy(dist) * m) / count
@@ -568,7 +568,7 @@ class RL2(RLLearner):
             grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm)
         self.optimizer.apply(grads, variables)
         kl = tf.reduce_sum((batch.old_log_probs - log_p) * m) / count
-        clip_fraction = tf.reduce_sum(tf.cast(tf.abs(ratio - 1.0) > self.clip_ratio, tf.float32) * m) / count
+        clip_fraction = tf.reduce_sum(ppo.clip_fraction(ratio, self.clip_ratio) * m) / count
         return {"loss": loss, "policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
                 "kl": kl, "clip_fraction": clip_fraction}
 

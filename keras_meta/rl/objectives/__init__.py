@@ -1,0 +1,1 @@
+"""Policy-optimisation objectives shared by the RL meta-learners: TRPO and PPO."""
