@@ -166,8 +166,8 @@ class RLProbe:
             # The tasks the learner met during meta-training (its fit draws them from this stream).
             learner = self.learner
             tasks = []
-            for i in range(max(learner._iteration, 1)):
-                tasks += learner._iteration_tasks(i, n)
+            for i in range(max(learner.iteration, 1)):
+                tasks += learner.iteration_tasks(i, n)
                 if len(tasks) >= n:
                     break
             rng = np.random.default_rng(seed)
@@ -185,7 +185,7 @@ class RLProbe:
         variables = list(learner.policy.variables)
         optimizer = getattr(learner, "optimizer", None)
         opt_variables = list(optimizer.variables) if optimizer is not None else []
-        saved, saved_opt, iteration = _snapshot(variables), _snapshot(opt_variables), learner._iteration
+        saved, saved_opt, iteration = _snapshot(variables), _snapshot(opt_variables), learner.iteration
         tasks = learner.env.sample_tasks(self.options["compute_meta_batch_size"], seed=55_555)
         try:
             self.train_step(tasks)
@@ -196,7 +196,7 @@ class RLProbe:
         finally:
             _restore(variables, saved)
             _restore(list(optimizer.variables) if optimizer is not None else [], saved_opt)
-            learner._iteration = iteration
+            learner.iteration = iteration
 
     def compute(self, tasks, steps):
         task = self.env.sample_tasks(1, seed=777)

@@ -107,11 +107,16 @@ class RLLearner:
         return np.clip(actions, low, high)
 
     @property
-    def _iteration(self):
+    def iteration(self):
+        """The meta-iteration counter `training_state.iteration` as an int.
+
+        `fit` draws iteration `i`'s tasks with `iteration_tasks(i, n)`; assigning the
+        counter (e.g. back after timing extra `train_step` calls) rewinds that stream.
+        """
         return int(self.training_state.iteration.numpy())
 
-    @_iteration.setter
-    def _iteration(self, value):
+    @iteration.setter
+    def iteration(self, value):
         self.training_state.iteration.assign(int(value))
 
     def _seed(self, *path):
@@ -120,15 +125,23 @@ class RLLearner:
             s = _core.derive_seed(s, p)
         return s
 
-    def _iteration_tasks(self, iteration, n):
-        """The `n` tasks `fit` trains on at meta-iteration `iteration`."""
+    def iteration_tasks(self, iteration, n):
+        """The `n` tasks `fit` trains on at meta-iteration `iteration` with `meta_batch_size=n`.
+
+        Args:
+            iteration: A meta-iteration index (non-negative).
+            n: Number of tasks.
+
+        Returns:
+            `env.sample_tasks(n, seed)` with the seed derived from the run seed and `iteration`.
+        """
         return self.env.sample_tasks(n, seed=self._seed(iteration, 0) % (2**63))
 
     def _fit(self, train_step, meta_batch_size, epochs, steps_per_epoch, callbacks, verbose):
         """`keras_style_loop` over `train_step(tasks)` on the tasks of each iteration."""
 
         def step():
-            return train_step(self._iteration_tasks(self._iteration, meta_batch_size))
+            return train_step(self.iteration_tasks(self.iteration, meta_batch_size))
 
         self.training_state.use_optimizer(self.optimizer)
         return keras_style_loop(self.training_state, step, epochs, steps_per_epoch, callbacks, verbose)

@@ -351,8 +351,8 @@ class MAMLRL(RLLearner):
     # ----------------------------------------------------------------- training
     def train_step(self, tasks, episodes_per_task=20):
         """One meta-iteration on `tasks`; returns a dict of logs."""
-        it = self._iteration
-        self._iteration += 1
+        it = self.iteration
+        self.iteration += 1
         theta = self.policy.weights_list()
         stacked = self._tile(theta, len(tasks))
         batches, logs = [], {}
@@ -442,6 +442,29 @@ class MAMLRL(RLLearner):
         for k in range(steps):
             buffer = self.collect(stacked, [task], episodes, self._seed(seed, 3, k), env=env)
             stacked = self._adapt_step_fn(stacked, self.process(buffer), step_sizes[k])
+        return self.policy.adapted([w[0] for w in stacked])
+
+    def adapt_step(self, policy, buffer, step_size=None):
+        """One inner policy-gradient step from `policy`'s weights on episodes sampled elsewhere.
+
+        `phi' = phi - step_size * grad L_in(phi; D)` with `D` the episodes of `buffer`
+        (processed like training data: baseline, GAE, normalisation). For samplers other
+        than `collect`, e.g. TF-Agents drivers.
+
+        Args:
+            policy: The policy to adapt from: `learner.policy` or one returned by `adapt`
+                or an earlier `adapt_step`.
+            buffer: A filled `RolloutBuffer` of one task (`num_tasks=1`) sampled with `policy`.
+            step_size: The step size (default: `inner_lr`).
+
+        Returns:
+            A new policy (Keras model) holding the adapted weights; `policy` is untouched.
+
+        Raises:
+            ValueError: For a step size that is not a positive finite number.
+        """
+        step_sizes = self._step_sizes(None if step_size is None else [step_size], 1)
+        stacked = self._adapt_step_fn(self._tile(policy.weights_list(), 1), self.process(buffer), step_sizes[0])
         return self.policy.adapted([w[0] for w in stacked])
 
     def meta_evaluate(self, tasks, steps=(0, 1, 2, 3), episodes=20, seed=0, inner_lrs=None):

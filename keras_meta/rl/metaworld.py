@@ -254,7 +254,7 @@ def _rl2_task(learner, env, task, k, n_eval, seed, deterministic):
         nonlocal state
         x = policy.features(np.asarray(obs, np.float32).reshape(1, -1), *prev)
         counter[0] += 1
-        a, state = learner._act_fn(x, state, tf.constant([seed % (2**31), counter[0]], tf.int64), greedy)
+        a, state = learner.act(x, state, tf.constant([seed % (2**31), counter[0]], tf.int64), greedy)
         prev[0] = policy.encode_actions(a)
         return a.numpy()[0]
 

@@ -461,6 +461,20 @@ class RL2(RLLearner):
         action = self.policy.mode(dist) if deterministic else self.policy.sample(dist, seed)
         return action, new_state
 
+    def act(self, inputs, state, seed, deterministic=False):
+        """One compiled policy step, as `collect` takes it.
+
+        Args:
+            inputs: Policy inputs `[B, input_dim]` (see `RL2Policy.features`).
+            state: Hidden state `[B, units]`.
+            seed: Stateless sampling seed, int64 `[2]`.
+            deterministic: Greedy / mean actions.
+
+        Returns:
+            `(actions, new_state)` as tensors.
+        """
+        return self._act_fn(inputs, state, seed, deterministic)
+
     def collect(self, tasks, trials_per_task=1, seed=0, deterministic=False, env=None, episodes_per_trial=None,
                 record_states=False):
         """Runs one trial per (task, trial) row with the current policy.
@@ -574,8 +588,8 @@ class RL2(RLLearner):
 
     def train_step(self, tasks, trials_per_task=1):
         """One PPO iteration on fresh trials of `tasks`; returns a dict of logs."""
-        it = self._iteration
-        self._iteration += 1
+        it = self.iteration
+        self.iteration += 1
         buffer = self.collect(tasks, trials_per_task, seed=self._seed(it, 1))
         per_episode = episode_returns_in_trial(buffer)
         batch = self.process(buffer)

@@ -92,7 +92,7 @@ def test_interrupted_fit_resumes_bit_for_bit(name, interrupts, save_freq, tmp_pa
         with pytest.raises(KeyboardInterrupt):
             fit(LEARNERS[name](), [keras.callbacks.BackupAndRestore(backup, save_freq=save_freq), Interrupt(at)])
     resumed, _ = fit(LEARNERS[name](), [keras.callbacks.BackupAndRestore(backup, save_freq=save_freq)])
-    assert resumed._iteration == reference_learner._iteration == EPOCHS * STEPS
+    assert resumed.iteration == reference_learner.iteration == EPOCHS * STEPS
     # The resumed run drew exactly the tasks of the iterations the backup had not done.
     assert resumed.task_seeds == reference_learner.task_seeds[-len(resumed.task_seeds):]
     assert 0 < len(resumed.task_seeds) < EPOCHS * STEPS
@@ -102,10 +102,10 @@ def test_interrupted_fit_resumes_bit_for_bit(name, interrupts, save_freq, tmp_pa
 
 def test_resume_without_backup_trains_from_scratch_and_fit_twice_continues(tmp_path):
     learner, _ = fit(_rl2(), [keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), save_freq=1)])
-    assert learner._iteration == EPOCHS * STEPS
+    assert learner.iteration == EPOCHS * STEPS
     # A second fit continues the task sequence; its epochs start from 0 again, as Keras's do.
     _, history = fit(learner)
-    assert learner._iteration == 2 * EPOCHS * STEPS and len(history["loss"]) == EPOCHS
+    assert learner.iteration == 2 * EPOCHS * STEPS and len(history["loss"]) == EPOCHS
     assert learner.task_seeds == [learner._seed(i, 0) % (2**63) for i in range(EPOCHS * STEPS, 2 * EPOCHS * STEPS)]
 
 
@@ -161,4 +161,4 @@ def test_failing_env_step_names_task_episode_and_step(make, fail_at, where):
     with pytest.raises(RuntimeError, match=re.escape(expected)) as info:
         fit(learner)
     assert isinstance(info.value.__cause__, ValueError)
-    assert learner._iteration == 1  # the iteration began; its update never ran
+    assert learner.iteration == 1  # the iteration began; its update never ran

@@ -191,17 +191,17 @@ def test_model_checkpoint_of_fit_saves_the_whole_training_state(tmp_path):
                 callbacks=[keras.callbacks.ModelCheckpoint(str(path))])
     restored = keras.saving.load_model(path)
     assert isinstance(restored, TrainingState) and isinstance(restored.policy, RL2Policy)
-    assert int(restored.iteration.numpy()) == learner._iteration == 4
+    assert int(restored.iteration.numpy()) == learner.iteration == 4
     for got, want in zip(restored.weights + restored.optimizer.variables,
                          learner.training_state.weights + learner.optimizer.variables, strict=True):
         np.testing.assert_array_equal(got.numpy(), want.numpy())
     # A learner built around the restored state continues the task sequence where it was.
     resumed = RL2(restored.policy, BernoulliBandit(2), episodes_per_trial=2, ppo_epochs=1, seed=2,
                   optimizer=restored.optimizer)
-    resumed._iteration = int(restored.iteration.numpy())
+    resumed.iteration = int(restored.iteration.numpy())
     for other in (learner, resumed):
         other.fit(epochs=1, steps_per_epoch=1, meta_batch_size=2, verbose=0)
-    assert resumed._iteration == learner._iteration == 5
+    assert resumed.iteration == learner.iteration == 5
     # (Bit-for-bit equality needs op determinism; tests/reliability checks it under that.)
     for got, want in zip(resumed.training_state.weights + resumed.optimizer.variables,
                          learner.training_state.weights + learner.optimizer.variables, strict=True):

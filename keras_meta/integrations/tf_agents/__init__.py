@@ -1,0 +1,45 @@
+"""TF-Agents bridge: environments, a TFPolicy over Keras 3 policies, drivers, export.
+
+One module per role: `env` (gymnasium task envs as TF-Agents environments), `policies`
+(TFPolicies over keras_meta's Keras 3 policies), `drivers` (collection, RL² trials,
+MAML-RL adaptation on driver data) and `export` (PolicySaver).
+
+Import this module explicitly (`from keras_meta.integrations import tf_agents as kmtfa`);
+`import keras_meta` never imports tf_agents, tensorflow_probability or tf_keras.
+
+TF-Agents 0.19 imports TensorFlow Probability 0.23, which only imports under
+`TF_USE_LEGACY_KERAS=1` next to Keras 3. That variable only redirects `tf.keras` (to
+tf_keras); `import keras` stays Keras 3 and keras_meta's models stay Keras 3. This module
+sets it when it is unset, before TF-Agents is first imported, and refuses an explicit
+`TF_USE_LEGACY_KERAS=0`.
+"""
+
+import os
+
+
+def _require_legacy_keras_flag():
+    value = os.environ.get("TF_USE_LEGACY_KERAS")
+    if value is None:
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+        return
+    if value.strip().lower() in ("0", "false", "no", "off", ""):
+        raise RuntimeError(
+            "Expected TF_USE_LEGACY_KERAS to be unset or '1' for the TF-Agents bridge. Received: "
+            f"TF_USE_LEGACY_KERAS={value!r}. tf-agents 0.19 imports tensorflow-probability 0.23, which "
+            "fails under Keras 3 unless TF_USE_LEGACY_KERAS=1 is set before tf_agents is first imported. "
+            "Unset the variable (keras_meta then sets it) or export TF_USE_LEGACY_KERAS=1; it only "
+            "redirects tf.keras to tf_keras, `import keras` and keras_meta models stay Keras 3."
+        )
+
+
+_require_legacy_keras_flag()
+
+# The submodules import tf_agents, so they come after the flag is settled.
+from keras_meta.integrations.tf_agents.drivers import (  # noqa: E402
+    TrialDriver, collect_episodes, collect_steps, driver_adapt)
+from keras_meta.integrations.tf_agents.env import GymnasiumPyEnvironment, specs_for, tf_env  # noqa: E402
+from keras_meta.integrations.tf_agents.export import export_policy  # noqa: E402
+from keras_meta.integrations.tf_agents.policies import KerasPolicy, RL2KerasPolicy  # noqa: E402
+
+__all__ = ["GymnasiumPyEnvironment", "KerasPolicy", "RL2KerasPolicy", "TrialDriver", "collect_episodes",
+           "collect_steps", "driver_adapt", "export_policy", "specs_for", "tf_env"]

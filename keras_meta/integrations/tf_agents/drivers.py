@@ -1,0 +1,195 @@
+"""Drivers: episode and step collection, RL² trials, MAML-RL adaptation on driver data."""
+
+import numpy as np
+import tensorflow as tf
+from tf_agents.drivers import dynamic_episode_driver, dynamic_step_driver
+from tf_agents.replay_buffers import tf_uniform_replay_buffer
+from tf_agents.trajectories import trajectory
+
+from keras_meta.integrations.tf_agents.policies import KerasPolicy
+from keras_meta.rl.buffer import RolloutBuffer
+
+
+def _replay_buffer(policy, env, capacity):
+    return tf_uniform_replay_buffer.TFUniformReplayBuffer(
+        data_spec=policy.trajectory_spec, batch_size=env.batch_size, max_length=capacity)
+
+
+def collect_episodes(env, policy, num_episodes, capacity=100_000):
+    """Collects `num_episodes` episodes with a `DynamicEpisodeDriver` into a `TFUniformReplayBuffer`.
+
+    Args:
+        env: A `TFPyEnvironment`.
+        policy: A TF-Agents policy (e.g. `KerasPolicy`).
+        num_episodes: Episodes to collect.
+        capacity: Replay buffer length per batch entry.
+
+    Returns:
+        The replay buffer.
+    """
+    buffer = _replay_buffer(policy, env, capacity)
+    dynamic_episode_driver.DynamicEpisodeDriver(env, policy, observers=[buffer.add_batch],
+                                                num_episodes=num_episodes).run()
+    return buffer
+
+
+def collect_steps(env, policy, num_steps, capacity=100_000):
+    """Collects `num_steps` steps with a `DynamicStepDriver` into a `TFUniformReplayBuffer`."""
+    buffer = _replay_buffer(policy, env, capacity)
+    dynamic_step_driver.DynamicStepDriver(env, policy, observers=[buffer.add_batch], num_steps=num_steps).run()
+    return buffer
+
+
+def _episodes(buffer):
+    """Splits a replay buffer's single stream into episodes of (obs, action, reward, term, trunc, next_obs)."""
+    traj = buffer.gather_all()
+    obs, act = traj.observation.numpy()[0], traj.action.numpy()[0]
+    reward, discount = traj.reward.numpy()[0], traj.discount.numpy()[0]
+    boundary = traj.is_boundary().numpy()[0]
+    last = traj.is_last().numpy()[0]
+    episodes, current = [], []
+    for t in range(len(obs)):
+        if boundary[t]:
+            continue
+        nxt = obs[t + 1] if t + 1 < len(obs) else obs[t]
+        current.append((obs[t], act[t], reward[t], bool(last[t] and discount[t] == 0),
+                        bool(last[t] and discount[t] != 0), nxt))
+        if last[t]:
+            episodes.append(current)
+            current = []
+    return episodes
+
+
+def driver_adapt(learner, env, task, episodes=20, steps=1, seed=0):
+    """MAML-RL adaptation whose inner-loop data is collected by TF-Agents drivers.
+
+    Each inner step collects `episodes` episodes with a `KerasPolicy` at the current fast
+    weights through a `DynamicEpisodeDriver` and a `TFUniformReplayBuffer` observer,
+    converts them into a `keras_meta.rl.RolloutBuffer`, and applies the learner's inner
+    update (`learner.process` then the policy-gradient step).
+
+    Args:
+        learner: A `keras_meta.rl.MAMLRL`.
+        env: A `TFPyEnvironment` over a `GymnasiumPyEnvironment`.
+        task: The task to adapt to.
+        episodes: Episodes per inner step.
+        steps: Inner steps.
+        seed: Sampling seed.
+
+    Returns:
+        The adapted policy (a Keras model).
+
+    Raises:
+        ValueError: If the learner rescales actions (`rescale_actions=True`): the TF-Agents
+            environment receives the policy's actions as they are.
+    """
+    if getattr(learner, "rescale_actions", False):
+        raise ValueError("Expected a learner whose policy acts in the env's units (rescale_actions=False); "
+                         "TF-Agents drivers pass the policy's actions to the env unchanged. "
+                         "Received: learner with rescale_actions=True")
+    env.pyenv.envs[0].set_task(task)
+    current = learner.policy
+    for k in range(steps):
+        replay = collect_episodes(env, KerasPolicy(current, env.time_step_spec(), env.action_spec(),
+                                                   seed=seed * 1000 + k), episodes)
+        eps = _episodes(replay)[:episodes]
+        horizon = max(len(e) for e in eps)
+        # One episode a row: the buffer stops recording a row at its episode's end, so
+        # shorter episodes are padded by repeating their last transition.
+        rollout = RolloutBuffer(1, episodes, horizon, learner.observation_shape,
+                                () if learner.policy.discrete else (learner.policy.action_dim,),
+                                discrete=learner.policy.discrete, autoreset_mode="SameStep",
+                                max_episodes_per_env=1)
+        for h in range(horizon):
+            rows = [e[min(h, len(e) - 1)] for e in eps]
+            stack = lambda i, dtype: np.stack([r[i] for r in rows])[None].astype(dtype)
+            rollout.add(stack(0, np.float32), stack(1, np.int64 if learner.policy.discrete else np.float32),
+                        stack(2, np.float32), stack(3, bool), stack(4, bool), stack(5, np.float32))
+        current = learner.adapt_step(current, rollout)
+    return current
+
+
+class TrialDriver:
+    """A driver that runs RL² trials: policy state kept across episode ends, reset between trials.
+
+    TF-Agents' stock drivers either reset a policy's state at every episode start
+    (through `automatic_state_reset`) or never. This driver steps a batch-1
+    `TFPyEnvironment` in Python, like `PyDriver`: for each trial it (optionally) sets
+    the trial's task, resets the env, starts from `policy.get_initial_state(1)`, and
+    feeds the state returned by `policy.action` back in until `episodes_per_trial`
+    episodes have ended. Observers receive `Trajectory` batches as with the stock
+    drivers (including the boundary transition from a `LAST` to the next `FIRST`).
+
+    Args:
+        env: A `TFPyEnvironment` over a `GymnasiumPyEnvironment`, batch size 1.
+        policy: A TF-Agents policy (typically `RL2KerasPolicy`).
+        episodes_per_trial: Episodes per trial (at least 1).
+        num_trials: Trials per `run()`.
+        observers: Callables receiving each `Trajectory`.
+        tasks: Optional list of tasks; trial `i` runs `tasks[i % len(tasks)]`.
+
+    Raises:
+        ValueError: For a trial shorter than one episode or a batched env.
+
+    Example:
+
+    ```python
+    env = tf_env(BernoulliBandit(2))
+    policy = RL2KerasPolicy(learner.policy, env.time_step_spec(), env.action_spec())
+    log = TrialDriver(env, policy, episodes_per_trial=10, num_trials=5,
+                      tasks=BernoulliBandit(2).sample_tasks(5, seed=0)).run()
+    ```
+    """
+
+    def __init__(self, env, policy, episodes_per_trial, num_trials=1, observers=(), tasks=None):
+        if isinstance(episodes_per_trial, bool) or not isinstance(episodes_per_trial, (int, np.integer)) \
+                or episodes_per_trial < 1:
+            raise ValueError(
+                "Expected a trial of at least one episode: `episodes_per_trial` a positive integer. "
+                f"Received: episodes_per_trial={episodes_per_trial!r}")
+        if int(num_trials) != num_trials or num_trials < 1:
+            raise ValueError(f"Expected `num_trials` to be a positive integer. Received: num_trials={num_trials!r}")
+        if env.batch_size not in (None, 1):
+            raise ValueError(f"Expected a TFPyEnvironment of batch size 1. Received: batch_size={env.batch_size}")
+        self.env, self.policy = env, policy
+        self.episodes_per_trial, self.num_trials = int(episodes_per_trial), int(num_trials)
+        self.observers = list(observers)
+        self.tasks = None if tasks is None else list(tasks)
+
+    def _set_task(self, task):
+        py_env = self.env.pyenv.envs[0]
+        py_env.set_task(task)
+
+    def run(self):
+        """Runs `num_trials` trials.
+
+        Returns:
+            A dict of NumPy arrays with one entry per policy call: `trial`, `episode`
+            (within the trial), `step_type`, `reward` (of the time step), `action`, and
+            `state` (the flattened policy state the action was computed from).
+        """
+        log = {k: [] for k in ("trial", "episode", "step_type", "reward", "action", "state")}
+        for trial in range(self.num_trials):
+            if self.tasks:
+                self._set_task(self.tasks[trial % len(self.tasks)])
+            time_step = self.env.reset()
+            state = self.policy.get_initial_state(self.env.batch_size or 1)
+            episodes = 0
+            while episodes < self.episodes_per_trial:
+                action_step = self.policy.action(time_step, state)
+                next_time_step = self.env.step(action_step.action)
+                traj = trajectory.from_transition(time_step, action_step, next_time_step)
+                for observer in self.observers:
+                    observer(traj)
+                flat = tf.nest.flatten(state)
+                log["trial"].append(trial)
+                log["episode"].append(episodes)
+                log["step_type"].append(int(time_step.step_type.numpy().reshape(-1)[0]))
+                log["reward"].append(float(time_step.reward.numpy().reshape(-1)[0]))
+                log["action"].append(np.asarray(action_step.action.numpy()[0]))
+                log["state"].append(np.concatenate([np.reshape(s.numpy()[0], [-1]) for s in flat]) if flat
+                                    else np.zeros(0, np.float32))
+                if bool(next_time_step.is_last().numpy().reshape(-1)[0]):
+                    episodes += 1
+                time_step, state = next_time_step, action_step.state
+        return {k: np.asarray(v) for k, v in log.items()}
