@@ -244,18 +244,18 @@ def _maml_task(learner, env, task, k, n_eval, seed, deterministic):
 def _rl2_task(learner, env, task, k, n_eval, seed, deterministic):
     import tensorflow as tf
 
+    from keras_meta.rl.rl2_inputs import PreviousStep
+
     policy = learner.policy
     _find_attr(env, "set_task")(task)
     state = policy.get_initial_state(1)
-    prev = [tf.zeros([1, policy.action_features]), tf.zeros([1]), tf.zeros([1])]
+    prev = PreviousStep(policy, 1)
     counter = [0]
 
     def act(obs, greedy):
         nonlocal state
-        x = policy.features(np.asarray(obs, np.float32).reshape(1, -1), *prev)
         counter[0] += 1
-        a, state = learner.act(x, state, tf.constant([seed % (2**31), counter[0]], tf.int64), greedy)
-        prev[0] = policy.encode_actions(a)
+        a, state = learner.act(prev.inputs(obs), state, tf.constant([seed % (2**31), counter[0]], tf.int64), greedy)
         return a.numpy()[0]
 
     returns, successes = [], []
@@ -269,8 +269,7 @@ def _rl2_task(learner, env, task, k, n_eval, seed, deterministic):
             total += float(reward)
             success = success or bool(info.get("success", 0.0))
             done = terminated or truncated
-            prev[1] = tf.constant([reward], tf.float32)
-            prev[2] = tf.constant([float(done)], tf.float32)
+            prev.record(a, [reward], [done])
             if done:
                 break
         if e >= k:

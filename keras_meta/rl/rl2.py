@@ -21,6 +21,7 @@ from keras_meta.rl.buffer import RolloutBuffer
 from keras_meta.rl.envs import _find_attr, as_task_env, vector_task_env
 from keras_meta.rl.objectives import ppo
 from keras_meta.rl.policies import gaussian_entropy, gaussian_log_prob
+from keras_meta.rl.rl2_inputs import PreviousStep, trial_inputs
 
 TrialBatch = collections.namedtuple(
     "TrialBatch", ["inputs", "resets", "actions", "old_log_probs", "advantages", "returns", "masks"])
@@ -44,7 +45,8 @@ class RL2Policy(keras.Model):
     and exports to a SavedModel.
 
     The input `x_t` is `concat([obs_t, prev_action, prev_reward, prev_done])`, with the
-    previous action one-hot for discrete actions; see `input_dim`.
+    previous action one-hot for discrete actions, `input_dim` wide; `keras_meta.rl.rl2_inputs`
+    builds it.
 
     Args:
         observation_dim: Size of the flattened observation.
@@ -159,7 +161,7 @@ class RL2Policy(keras.Model):
         """One recurrent step.
 
         Args:
-            x: Inputs `[B, input_dim]` (`concat([obs, prev_action, prev_reward, prev_done])`).
+            x: Inputs `[B, input_dim]` (`keras_meta.rl.rl2_inputs.inputs`).
             state: Hidden state `[B, units]`.
 
         Returns:
@@ -206,23 +208,6 @@ class RL2Policy(keras.Model):
             body, (tf.transpose(inputs, [1, 0, 2]), tf.transpose(resets, [1, 0])), initializer=dummy)
         return (tf.transpose(dist, [1, 0, 2]), tf.transpose(values, [1, 0]), tf.transpose(states, [1, 0, 2]))
 
-    def encode_actions(self, actions):
-        """The previous-action part of `x_t`: one-hot `[B, num_actions]` or `[B, action_dim]`."""
-        if self.discrete:
-            return tf.one_hot(tf.cast(tf.reshape(actions, [-1]), tf.int32), self.num_actions)
-        return tf.reshape(tf.cast(actions, tf.float32), [-1, self.action_dim])
-
-    def features(self, observations, prev_action_features, prev_rewards, prev_dones):
-        """`x_t = concat([obs, prev_action_features, prev_reward, prev_done])`, `[B, input_dim]`.
-
-        At the first step of a trial all three `prev_*` parts are zeros (so a discrete
-        policy sees an all-zero action vector, not the one-hot of action 0).
-        """
-        obs = tf.reshape(tf.cast(observations, tf.float32), [-1, self.observation_dim])
-        act = tf.reshape(tf.cast(prev_action_features, tf.float32), [-1, self.action_features])
-        return tf.concat([obs, act, tf.reshape(tf.cast(prev_rewards, tf.float32), [-1, 1]),
-                          tf.reshape(tf.cast(prev_dones, tf.float32), [-1, 1])], axis=-1)
-
     def log_prob(self, dist, actions):
         if self.discrete:
             log_p = tf.nn.log_softmax(dist)
@@ -249,40 +234,6 @@ class RL2Policy(keras.Model):
         if self.discrete:
             return tf.argmax(dist, axis=-1, output_type=tf.int64)
         return dist[..., :self.action_dim]
-
-
-def trial_inputs(policy, data):
-    """Policy inputs and state resets for buffer rows, exactly as `RL2.collect` fed them.
-
-    `x_t = [s_t, a_{t-1}, r_{t-1}, d_{t-1}]` inside a trial (`d`: the step ended an
-    episode) and `[s_t, 0, 0, 0]` with a state reset at the first step of every trial
-    (where the buffer's `trial_ids` change, or at `t = 0`).
-
-    Args:
-        policy: An `RL2Policy`.
-        data: `RolloutBuffer.data()`.
-
-    Returns:
-        `(inputs [N, H, input_dim] float32, resets [N, H] bool)` with `N = T * E`.
-    """
-    obs = np.asarray(data["observations"], np.float32)
-    t, e, h = obs.shape[:3]
-    n = t * e
-    obs = obs.reshape(n, h, -1)
-    actions = np.asarray(data["actions"]).reshape((n, h) if policy.discrete else (n, h, -1))
-    if policy.discrete:
-        act = np.eye(policy.num_actions, dtype=np.float32)[np.clip(actions, 0, policy.num_actions - 1)]
-    else:
-        act = actions.astype(np.float32)
-    rew = np.asarray(data["rewards"], np.float32).reshape(n, h)
-    done = (np.asarray(data["terminated"]) | np.asarray(data["truncated"])).reshape(n, h).astype(np.float32)
-    trial = np.asarray(data["trial_ids"]).reshape(n, h)
-    resets = np.ones((n, h), bool)
-    resets[:, 1:] = trial[:, 1:] != trial[:, :-1]
-    prev = np.concatenate([act, rew[..., None], done[..., None]], axis=-1)
-    prev = np.concatenate([np.zeros_like(prev[:, :1]), prev[:, :-1]], axis=1)
-    prev[resets] = 0.0
-    return np.concatenate([obs, prev], axis=-1).astype(np.float32), resets
 
 
 def episode_returns_in_trial(buffer):
@@ -465,7 +416,7 @@ class RL2(RLLearner):
         """One compiled policy step, as `collect` takes it.
 
         Args:
-            inputs: Policy inputs `[B, input_dim]` (see `RL2Policy.features`).
+            inputs: Policy inputs `[B, input_dim]` (see `keras_meta.rl.rl2_inputs`).
             state: Hidden state `[B, units]`.
             seed: Stateless sampling seed, int64 `[2]`.
             deterministic: Greedy / mean actions.
@@ -506,14 +457,12 @@ class RL2(RLLearner):
         obs, _ = venv.reset(seed=int(seed % (2**31)))
         policy = self.policy
         state = np.zeros([n, policy.units], np.float32)
-        prev_a = np.zeros([n, policy.action_features], np.float32)
-        prev_r, prev_d = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        prev = PreviousStep(policy, n)
         states = np.zeros([n, steps, policy.units], np.float32) if record_states else None
         step_seed = int(seed % (2**31 - 1))
         for h in range(2 * steps + 1):
-            x = policy.features(np.asarray(obs, np.float32).reshape(n, -1), prev_a, prev_r, prev_d)
-            actions, new_state = self._act_fn(x, tf.constant(state), tf.constant([step_seed, h], tf.int64),
-                                              deterministic)
+            actions, new_state = self._act_fn(prev.inputs(obs), tf.constant(state),
+                                              tf.constant([step_seed, h], tf.int64), deterministic)
             actions, new_state = actions.numpy(), new_state.numpy()
             env_actions = self.env_actions(actions)
             lengths = buffer.data()["lengths"].reshape(n).copy() if record_states else None
@@ -521,9 +470,7 @@ class RL2(RLLearner):
             valid = np.asarray(buffer.add(obs, actions, rewards, terminated, truncated, nxt, infos)).reshape(n)
             # Steps the buffer skips (NEXT_STEP reset steps, finished rows) leave memory untouched.
             state = np.where(valid[:, None], new_state, state)
-            prev_a = np.where(valid[:, None], policy.encode_actions(actions).numpy(), prev_a)
-            prev_r = np.where(valid, np.asarray(rewards, np.float32), prev_r)
-            prev_d = np.where(valid, (np.asarray(terminated) | np.asarray(truncated)).astype(np.float32), prev_d)
+            prev.record(actions, rewards, np.asarray(terminated) | np.asarray(truncated), valid)
             if record_states:
                 rows = np.flatnonzero(valid)
                 states[rows, lengths[rows]] = new_state[rows]

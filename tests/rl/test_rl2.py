@@ -8,7 +8,8 @@ import tensorflow as tf
 from gymnasium import spaces
 
 from keras_meta.rl import RL2, BernoulliBandit, Navigation2D, RL2Policy, RolloutBuffer, TaskEnv, TrainingState
-from keras_meta.rl.rl2 import episode_returns_in_trial, trial_inputs
+from keras_meta.rl.rl2 import episode_returns_in_trial
+from keras_meta.rl.rl2_inputs import trial_inputs
 
 
 def _manual_states(policy, obs, actions, rewards, dones, trial_starts):

@@ -65,8 +65,8 @@ def driver_adapt(learner, env, task, episodes=20, steps=1, seed=0):
 
     Each inner step collects `episodes` episodes with a `KerasPolicy` at the current fast
     weights through a `DynamicEpisodeDriver` and a `TFUniformReplayBuffer` observer,
-    converts them into a `keras_meta.rl.RolloutBuffer`, and applies the learner's inner
-    update (`learner.process` then the policy-gradient step).
+    converts them into a `keras_meta.rl.RolloutBuffer`, and takes one `learner.adapt_step`
+    on it.
 
     Args:
         learner: A `keras_meta.rl.MAMLRL`.

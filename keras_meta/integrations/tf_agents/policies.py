@@ -4,6 +4,7 @@ import tensorflow as tf
 from tf_agents.policies import tf_policy
 from tf_agents.trajectories import policy_step
 
+from keras_meta.rl import rl2_inputs
 from keras_meta.rl._loop import RLLearner
 from keras_meta.rl.rl2 import RL2Policy
 
@@ -124,13 +125,13 @@ class RL2KerasPolicy(_KerasBackedPolicy):
         reward = tf.reshape(tf.cast(time_step.reward, tf.float32), [-1])
         prev_reward = tf.where(first, policy_state["prev_reward"], reward)
         prev_done = tf.where(first, policy_state["prev_done"], tf.zeros_like(reward))
-        x = net.features(time_step.observation, policy_state["prev_action"], prev_reward, prev_done)
+        x = rl2_inputs.inputs(net, time_step.observation, policy_state["prev_action"], prev_reward, prev_done)
         dist, _, hidden = net.step(x, policy_state["hidden"])
         action = self._choose(dist, net.sample, net.mode)
         keep = last[:, None]
         state = {
             "hidden": tf.where(keep, policy_state["hidden"], hidden),
-            "prev_action": tf.where(keep, policy_state["prev_action"], net.encode_actions(action)),
+            "prev_action": tf.where(keep, policy_state["prev_action"], rl2_inputs.encode_actions(net, action)),
             "prev_reward": tf.where(last, reward, tf.zeros_like(reward)),
             "prev_done": tf.cast(last, tf.float32),
         }
