@@ -49,6 +49,7 @@ _NAMES = {
     "MetaSGD": "algorithms",
     "MetaState": "training",
     "MetaTrainer": "training",
+    "ProtoNet": "algorithms",
     "Reptile": "algorithms",
     "TaskOutputs": "training",
     "TaskBatch": "tasks",

@@ -609,6 +609,59 @@ def test_adapt_with_nan_support_leaves_meta_weights_finite(learner):
         np.testing.assert_array_equal(a, b)
 
 
+# --- ProtoNet (no inner loop; classification labels) ---------------------------------------------
+
+_SUPPORT = np.zeros((4, 1), F32)
+
+
+def _protonet():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(3)])
+    protonet = km.ProtoNet(model)
+    protonet.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return protonet
+
+
+PROTONET_CASES = [
+    ("adapt-inner-lr", lambda m: m.adapt(_SUPPORT, np.arange(4) % 2, inner_lr=0.1), TypeError,
+     r"Expected no adaptation options for ProtoNet. Received: inner_lr=0.1"),
+    ("evaluate-inner-lr", lambda m: m.evaluate(_pool(tasks=2), steps=[0], inner_lr=0.1), TypeError,
+     r"Received: inner_lr=0.1"),
+    ("adapt-float-ids", lambda m: m.adapt(_SUPPORT, np.array([0.0, 1.0, 0.0, 1.0], F32)), ValueError,
+     r"support_y with dtype=float32 and shape=\(4,\)"),
+    ("adapt-ids-column", lambda m: m.adapt(_SUPPORT, np.array([[0], [1], [0], [1]], np.int32)), ValueError,
+     r"support_y with dtype=int32 and shape=\(4, 1\)"),
+    ("adapt-string-labels", lambda m: m.adapt(_SUPPORT, np.array(list("abab"))), TypeError, r"dtype=string"),
+    ("adapt-id-above-shots", lambda m: m.adapt(_SUPPORT, np.array([0, 1, 0, 7])), ValueError,
+     r"class ids in \[0, 4\).*values in \[0, 7\]"),
+    ("adapt-negative-id", lambda m: m.adapt(_SUPPORT, np.array([0, -1, 0, 1])), ValueError, r"values in \[-1, 1\]"),
+    ("fit-float-support-ids", lambda m: m.fit(km.tasks.TaskBatch(np.zeros((2, 4, 1), F32), np.zeros((2, 4), F32),
+                                                                 np.zeros((2, 4, 1), F32), np.zeros((2, 4), np.int32)),
+                                              meta_batch_size=2, verbose=0), ValueError, r"support_y with dtype=float32"),
+    ("compile-loss-on-probabilities", lambda m: m.compile(loss="sparse_categorical_crossentropy"), ValueError,
+     r"Expected a loss on logits.*from_logits=False"),
+    ("constructor-inner-lr", lambda m: km.ProtoNet(m.model, inner_lr=0.1), ValueError,
+     r"Unrecognized keyword arguments passed to ProtoNet: \{'inner_lr': 0.1\}"),
+]
+
+
+@pytest.fixture(scope="module")
+def protonet():
+    return _protonet()
+
+
+@pytest.mark.parametrize("call, error, match", [c[1:] for c in PROTONET_CASES], ids=[c[0] for c in PROTONET_CASES])
+def test_protonet_bad_input_keeps_weights(protonet, call, error, match):
+    before = [v.numpy() for v in protonet.weights]
+    with pytest.raises(error, match=match):
+        call(protonet)
+    for a, b in zip((v.numpy() for v in protonet.weights), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(protonet.task_step.numpy()) == 0
+
+
 # --- CLI ------------------------------------------------------------------------------------------
 
 CLI_CASES = [
