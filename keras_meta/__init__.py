@@ -45,6 +45,7 @@ _NAMES = {
     "FOMAML": "algorithms",
     "GradientLearner": "algorithms",
     "MAML": "algorithms",
+    "MAMLPlusPlus": "algorithms",
     "MetaLearner": "algorithms",
     "MetaSGD": "algorithms",
     "MetaState": "training",

@@ -59,6 +59,17 @@ class GradientLearner(MetaTrainer):
         """Which of `model.trainable_variables` the inner loop adapts (all by default)."""
         return [True] * len(self.model.trainable_variables)
 
+    def step_weights(self, meta, weights, step):
+        """The trainable values of the support pass at inner step `step` (`weights` by default).
+
+        Args:
+            meta: A `MetaState`.
+            weights: Fast weights in the order of `model.trainable_variables`.
+            step: The inner step's index (a Python int).
+        """
+        del meta, step
+        return weights
+
     # ----- the inner loop -------------------------------------------------------------
 
     def adapt_task(self, meta, support_x, support_y, steps, inner_lr, first_order,
@@ -84,9 +95,8 @@ class GradientLearner(MetaTrainer):
             return [next(it) if f is None else f for f in fixed]
 
         def support_loss(adapted, step):
-            del step
-            y, _ = forward(self.model, merge(adapted), meta.non_trainables, support_x,
-                           training=True)
+            y, _ = forward(self.model, self.step_weights(meta, merge(adapted), step),
+                           meta.non_trainables, support_x, training=True)
             return self.task_loss(support_y, y)
 
         record = None if on_step is None else (lambda k, adapted: on_step(k, merge(adapted)))

@@ -25,7 +25,9 @@ def gradients(loss_fn, params, first_order=False):
             `(loss, aux)`; `aux` is returned untouched.
         params: List of tensors.
         first_order: If True the returned gradients are constants for outer tapes, which
-            drops the second-order terms (FOMAML).
+            drops the second-order terms (FOMAML). A scalar boolean tensor switches in the
+            graph (MAML++'s derivative-order annealing): the gradients keep their values and
+            their own derivatives are scaled by 0 or 1.
 
     Returns:
         `(loss_or_(loss, aux), grads)`.
@@ -35,8 +37,14 @@ def gradients(loss_fn, params, first_order=False):
         value = loss_fn(params)
     loss = value[0] if isinstance(value, tuple) else value
     grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    if first_order:
-        grads = [tf.stop_gradient(g) for g in grads]
+    if isinstance(first_order, bool):
+        if first_order:
+            grads = [tf.stop_gradient(g) for g in grads]
+    else:
+        # A blend rather than tf.cond: one graph for both orders, differentiable inside
+        # vectorized maps and XLA; the first-order phase still traces the second-order terms.
+        keep = [tf.cast(tf.logical_not(first_order), g.dtype) for g in grads]
+        grads = [k * g + (1 - k) * tf.stop_gradient(g) for k, g in zip(keep, grads)]
     return value, grads
 
 

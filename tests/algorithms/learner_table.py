@@ -15,6 +15,9 @@ LEARNERS = {
     "meta_sgd": _learner(km.MetaSGD, inner_lr=0.05),
     "anil": _learner(km.ANIL, inner_lr=0.05, inner_steps=2),
     "reptile": _learner(km.Reptile, inner_lr=0.05, inner_steps=3),
+    # Two steps per epoch: the generic 3-step fits cross the annealing of both schedules.
+    "maml_pp": _learner(km.MAMLPlusPlus, inner_lr=0.05, inner_steps=2, steps_per_epoch=2,
+                        msl_epochs=1, first_order_epochs=1),
 }
 
 MODES = {

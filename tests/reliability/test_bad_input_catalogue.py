@@ -521,7 +521,7 @@ def _mlp():
 
 
 LEARNER_CLASSES = {"MAML": km.MAML, "FOMAML": km.FOMAML, "MetaSGD": km.MetaSGD, "ANIL": km.ANIL,
-                   "Reptile": km.Reptile}
+                   "Reptile": km.Reptile, "MAMLPlusPlus": km.MAMLPlusPlus}
 X = np.zeros((5, 1), F32)
 
 
@@ -749,3 +749,22 @@ PIXEL_CASES = [
 def test_pixel_format_bad_input(call, error, match, tmp_path):
     with pytest.raises(error, match=match):
         call(tmp_path)
+
+
+MAML_PP_CASES = [
+    ("msl-epochs-negative", dict(msl_epochs=-1), ValueError, r"msl_epochs=-1"),
+    ("msl-epochs-float", dict(msl_epochs=2.5), TypeError, r"msl_epochs=2.5"),
+    ("msl-epochs-str", dict(msl_epochs="10"), TypeError, r"msl_epochs='10'"),
+    ("first-order-epochs-negative", dict(first_order_epochs=-3), ValueError, r"first_order_epochs=-3"),
+    ("first-order-epochs-bool", dict(first_order_epochs=True), TypeError, r"first_order_epochs=True"),
+    ("steps-per-epoch-zero", dict(steps_per_epoch=0), ValueError, r"steps_per_epoch=0"),
+    ("steps-per-epoch-none", dict(steps_per_epoch=None), TypeError, r"steps_per_epoch=None"),
+    ("first-order-str", dict(first_order="no"), TypeError, r"first_order='no'"),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, match", [c[1:] for c in MAML_PP_CASES],
+                         ids=[c[0] for c in MAML_PP_CASES])
+def test_maml_plus_plus_constructor_bad_input(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        km.MAMLPlusPlus(_mlp(), **kwargs)
