@@ -55,3 +55,21 @@ def backup_metadata_path(callback):
     if not isinstance(path, str):
         raise _missing("keras.callbacks.BackupAndRestore._training_metadata_path")
     return path
+
+
+def is_seed_state(variable):
+    """Whether `variable` is a `keras.random.SeedGenerator`'s state (Dropout, GaussianNoise,
+    random augmentation): an int64 `[seed, counter]` pair named `seed_generator_state`,
+    whose counter `SeedGenerator.next` advances by one per draw."""
+    return (variable.path.split("/")[-1] == "seed_generator_state"
+            and tuple(variable.shape) == (2,) and "int" in str(variable.dtype))
+
+
+def batch_norm_moments(layer, inputs, mask):
+    """Batch mean and variance as `keras.layers.BatchNormalization` computes them in
+    training (its private `_moments`, which also handles masks)."""
+    moments = getattr(layer, "_moments", None)
+    if moments is None:
+        raise _missing("keras.layers.BatchNormalization._moments")
+    return moments(inputs, mask)
+

@@ -5,11 +5,10 @@ MAML, FOMAML, ANIL, Meta-SGD, MAML++ and Reptile differ only in the inner update
 outputs become its contribution to the meta-step.
 """
 
-import keras
 
 from keras_meta import _compat, inner
 from keras_meta._validation import check_bool, check_learning_rate, check_steps
-from keras_meta.ops import forward
+from keras_meta.ops import forward, random_state, with_batch_statistics
 from keras_meta.training import MetaTrainer, TaskOutputs
 
 
@@ -76,6 +75,9 @@ class GradientLearner(MetaTrainer):
                    on_step=None):
         """The model's fast weights after `steps` inner updates on one task's support set.
 
+        The layers' random-seed states (Dropout, GaussianNoise) advance from step to step,
+        so each inner step draws fresh randomness.
+
         Args:
             meta: A `MetaState`.
             support_x, support_y: The task's support set.
@@ -85,37 +87,49 @@ class GradientLearner(MetaTrainer):
             on_step: Optional `on_step(k, fast_weights)` at every step `k` (0 included).
 
         Returns:
-            A list of tensors in the order of `model.trainable_variables`.
+            `inner.Adapted(params, state, carry)`: `params` in the order of
+            `model.trainable_variables`, the rule's state, and as `carry` the model's
+            non-trainables with the random-seed states the steps advanced.
         """
         mask = self.adapted_mask()
+        seed_mask = self.seed_state_mask
         fixed = [None if m else v for v, m in zip(meta.params, mask)]
 
         def merge(adapted):
             it = iter(adapted)
             return [next(it) if f is None else f for f in fixed]
 
-        def support_loss(adapted, step):
-            y, _ = forward(self.model, self.step_weights(meta, merge(adapted), step),
-                           meta.non_trainables, support_x, training=True)
-            return self.task_loss(support_y, y)
+        def support_loss(adapted, step, seeds=None):
+            non_trainables = meta.non_trainables if seeds is None else random_state.merge(
+                meta.non_trainables, seed_mask, seeds)
+            weights = self.step_weights(meta, merge(adapted), step)
+            y, new_non_trainables = forward(self.model, weights, non_trainables, support_x,
+                                            training=True)
+            loss = self.task_loss(support_y, y)
+            if seeds is None:
+                return loss
+            return loss, random_state.carried(new_non_trainables, seed_mask)
 
         record = None if on_step is None else (lambda k, adapted: on_step(k, merge(adapted)))
+        seeds = random_state.carried(meta.non_trainables, seed_mask) or None
         result = inner.adapt(support_loss, [v for v, m in zip(meta.params, mask) if m],
                              self.update_rule(meta, inner_lr), steps, first_order=first_order,
-                             on_step=record)
-        return merge(result.params)
+                             carry=seeds, on_step=record)
+        non_trainables = meta.non_trainables if seeds is None else random_state.merge(
+            meta.non_trainables, seed_mask, result.carry)
+        return inner.Adapted(merge(result.params), result.state, non_trainables)
 
-    def query_outputs(self, meta, fast, query_x):
-        """Query predictions at fast weights and the model's updated non-trainables."""
-        return forward(self.model, fast, meta.non_trainables, query_x, training=True)
+    def query_outputs(self, meta, adapted, query_x):
+        """Query predictions at `adapted`'s fast weights and the updated non-trainables."""
+        return forward(self.model, adapted.params, adapted.carry, query_x, training=True)
 
     # ----- the learner protocol -------------------------------------------------------
 
     def task_outputs(self, meta, task):
         support_x, support_y, query_x, query_y = task
-        fast = self.adapt_task(meta, support_x, support_y, self.inner_steps, self.inner_lr,
-                               self.first_order)
-        prediction, new_non_trainables = self.query_outputs(meta, fast, query_x)
+        adapted = self.adapt_task(meta, support_x, support_y, self.inner_steps, self.inner_lr,
+                                  self.first_order)
+        prediction, new_non_trainables = self.query_outputs(meta, adapted, query_x)
         return TaskOutputs(self.task_loss(query_y, prediction), prediction, new_non_trainables)
 
     def adapt_states(self, meta, support_x, support_y, steps, inner_lr):
@@ -130,12 +144,16 @@ class GradientLearner(MetaTrainer):
         return [recorded[s] for s in steps]
 
     def predict_adapted(self, meta, state, x):
-        return self.query_outputs(meta, state, x)[0]
+        return forward(self.model, state, meta.non_trainables, x, training=True)[0]
 
     def adapted_model(self, state):
-        """A clone of `model` holding the adapted weights (and the model's other state)."""
-        adapted = keras.models.clone_model(self.model)
-        adapted.set_weights([v.numpy() for v in self.model.weights])
+        """A clone of `model` holding the adapted weights (and the model's other state).
+
+        Its BatchNormalization layers normalise with the statistics of the batch they are
+        given, as the inner loop and `evaluate` do (`ops.BatchStatisticsNormalization`): pass
+        a task's inputs in one batch.
+        """
+        adapted = with_batch_statistics(self.model)
         for variable, value in zip(adapted.trainable_variables, state):
             variable.assign(value)
         return adapted

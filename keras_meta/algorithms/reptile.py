@@ -32,9 +32,9 @@ class Reptile(GradientLearner):
 
     def task_outputs(self, meta, task):
         support_x, support_y, query_x, query_y = task
-        fast = self.adapt_task(meta, support_x, support_y, self.inner_steps, self.inner_lr, True)
-        prediction, new_non_trainables = self.query_outputs(meta, fast, query_x)
-        direction = [m - f for m, f in zip(meta.params, fast)]
+        adapted = self.adapt_task(meta, support_x, support_y, self.inner_steps, self.inner_lr, True)
+        prediction, new_non_trainables = self.query_outputs(meta, adapted, query_x)
+        direction = [m - f for m, f in zip(meta.params, adapted.params)]
         return TaskOutputs(self.task_loss(query_y, prediction), prediction, new_non_trainables,
                            meta_gradient=direction)
 

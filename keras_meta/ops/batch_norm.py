@@ -3,6 +3,7 @@
 import contextlib
 import threading
 
+import keras
 import tensorflow as tf
 
 from keras_meta import _compat
@@ -40,3 +41,43 @@ def exact_batch_statistics():
             yield
         finally:
             nn._compute_moments = original
+
+
+@keras.saving.register_keras_serializable(package="keras_meta")
+class BatchStatisticsNormalization(keras.layers.BatchNormalization):
+    """`BatchNormalization` that normalises with the statistics of the batch it is given,
+    in inference as in training, and leaves its moving statistics alone.
+
+    This is how keras_meta's learners run BatchNorm in the inner loop and on query sets
+    (transductive batch statistics, as in the MAML paper), so an adapted model built with
+    it predicts as the learner evaluated it. Predict a task's query set in one batch
+    (`model.predict(x, batch_size=len(x))`): the statistics are those of the batch.
+    A frozen layer (`trainable=False`) keeps using its moving statistics, as Keras's does.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not self.trainable:
+            return super().call(inputs, training=training, mask=mask)
+        x = keras.ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = _compat.batch_norm_moments(self, x, mask)
+        outputs = keras.ops.batch_normalization(
+            x, mean, variance, axis=self.axis,
+            offset=keras.ops.cast(self.beta, x.dtype) if self.center else None,
+            scale=keras.ops.cast(self.gamma, x.dtype) if self.scale else None,
+            epsilon=self.epsilon)
+        return keras.ops.cast(outputs, self.compute_dtype)
+
+
+def with_batch_statistics(model):
+    """A clone of `model` (same weights) whose BatchNormalization layers are
+    `BatchStatisticsNormalization`."""
+
+    def clone(layer):
+        if type(layer) is keras.layers.BatchNormalization:
+            return BatchStatisticsNormalization.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+

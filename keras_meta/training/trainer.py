@@ -28,7 +28,13 @@ from keras_meta._validation import (
     check_steps,
 )
 from keras_meta.evaluation.stats import summarize
-from keras_meta.ops import check_tensorflow_backend, exact_batch_statistics, map_tasks, variable_values
+from keras_meta.ops import (
+    check_tensorflow_backend,
+    exact_batch_statistics,
+    map_tasks,
+    random_state,
+    variable_values,
+)
 from keras_meta.tasks.base import TaskBatch, TaskDistribution
 from keras_meta.training import distribute, execution, resume, sources
 
@@ -216,6 +222,25 @@ class MetaTrainer(keras.Model):
         return MetaState(values[:n], variable_values(self.model.non_trainable_variables),
                          values[n:])
 
+    @property
+    def seed_state_mask(self):
+        """Which of `model.non_trainable_variables` are layers' random-seed states."""
+        if getattr(self, "_seed_state_mask", None) is None:
+            self._seed_state_mask = random_state.seed_state_mask(self.model)
+        return self._seed_state_mask
+
+    def _meta_for_task(self, meta, index):
+        """`meta` with task `index`'s own random-seed states (fresh randomness per task)."""
+        return meta._replace(non_trainables=random_state.for_task(
+            meta.non_trainables, self.seed_state_mask, index))
+
+    def _new_non_trainables(self, stacked, old):
+        """A meta-step's non-trainables from every task's: floating ones (BatchNorm
+        statistics) averaged, random-seed states as the first task advanced them (it started
+        from the model's own), others unchanged."""
+        return [v[0] if is_seed else execution.mean_over_tasks(v, o)
+                for v, o, is_seed in zip(stacked, old, self.seed_state_mask)]
+
     def task_loss(self, y_true, y_pred):
         """The compiled loss, averaged over a task's examples."""
         return tf.reduce_mean(self._loss_fn(y_true, y_pred))
@@ -364,8 +389,8 @@ class MetaTrainer(keras.Model):
                 return self._meta_gradients_vectorized(batch)
             return self._meta_gradients_loop(batch)
 
-    def _task_terms(self, meta, task):
-        outputs = self.task_outputs(meta, task)
+    def _task_terms(self, meta, task, index):
+        outputs = self.task_outputs(self._meta_for_task(meta, index), task)
         direction = [] if outputs.meta_gradient is None else list(outputs.meta_gradient)
         return outputs.loss, outputs.predictions, list(outputs.state_updates), direction
 
@@ -374,16 +399,15 @@ class MetaTrainer(keras.Model):
         with tf.GradientTape() as tape:
             meta = self.meta_state(variables)
             losses, predictions, new_nts, directions = map_tasks(
-                lambda task: self._task_terms(meta, task), tuple(batch))
+                lambda task: self._task_terms(meta, task[:4], task[4]),
+                (*batch, tf.range(tf.shape(batch.support_x)[0])))
             loss = tf.reduce_mean(losses)
         if directions:
             grads = [tf.reduce_mean(d, axis=0) for d in directions]
         else:
             grads = tape.gradient(loss, variables,
                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        new_nts = [execution.mean_over_tasks(v, old)
-                   for v, old in zip(new_nts, meta.non_trainables)]
-        return grads, loss, predictions, new_nts
+        return grads, loss, predictions, self._new_non_trainables(new_nts, meta.non_trainables)
 
     def _meta_gradients_loop(self, batch):
         variables = self.meta_variables()
@@ -394,7 +418,7 @@ class MetaTrainer(keras.Model):
             task = tuple(b[i] for b in batch)
             with tf.GradientTape() as tape:
                 loss, prediction, new_nt, direction = self._task_terms(
-                    self.meta_state(variables), task)
+                    self.meta_state(variables), task, i)
             if direction:
                 return loss, prediction, new_nt, direction
             grads = tape.gradient(loss, variables,
@@ -409,8 +433,9 @@ class MetaTrainer(keras.Model):
                 # _FusedMatMul and rejects the 2-D "bias" of a kernel gradient.
                 [tf.math.add_n([a, g]) for a, g in zip(grad_sum, grads)],
                 loss_sum + loss,
-                [a + tf.cast(n, a.dtype) if a.dtype.is_floating else a
-                 for a, n in zip(nt_sum, new_nt)],
+                [a + tf.cast(n, a.dtype) if a.dtype.is_floating
+                 else tf.where(tf.equal(i, 0), n, a) if is_seed else a
+                 for a, n, is_seed in zip(nt_sum, new_nt, self.seed_state_mask)],
                 predictions.write(i, prediction),
             )
 
@@ -450,9 +475,11 @@ class MetaTrainer(keras.Model):
             return self.train_function
         super().make_train_function(force)
         run_steps = self.train_function
-        if (self._sampler is not None and not self.run_eagerly
-                and self.distribute_strategy.num_replicas_in_sync == 1):
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if self._sampler is not None and not self.run_eagerly and replicas == 1:
             run_steps = self._sampled_steps_function()
+        elif replicas > 1 and not self.run_eagerly:
+            run_steps = self._replicated_step_function(self.train_step)
 
         def train_function(iterator):
             # Keras restarts an interrupted epoch from its first batch; the steps the
@@ -465,6 +492,38 @@ class MetaTrainer(keras.Model):
 
         self.train_function = train_function
         return train_function
+
+    def make_test_function(self, force=False):
+        if self.test_function is not None and not force:
+            return self.test_function
+        super().make_test_function(force)
+        if self.distribute_strategy.num_replicas_in_sync > 1 and not self.run_eagerly:
+            self.test_function = self._replicated_step_function(self.test_step)
+        return self.test_function
+
+    def _replicated_step_function(self, step):
+        """One `step` split across the replicas, its scalar logs averaged over them.
+
+        Keras reduces a multi-worker strategy's logs with `strategy.reduce(MEAN, axis=0)`,
+        which fails on scalar logs (tensorflow#72388); `axis=None` averages them.
+        Several replicas run one step per call (`compile` refuses more).
+        """
+        strategy = self.distribute_strategy
+
+        @tf.function
+        def run_step(iterator):
+            logs = strategy.run(step, args=(next(iterator),))
+            return tf.nest.map_structure(
+                lambda v: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None), logs)
+
+        def function(iterator):
+            try:
+                return run_step(iterator)
+            except tf.errors.OutOfRangeError:
+                # A finite dataset ended mid-epoch: Keras's loop ends the epoch on this.
+                raise StopIteration from None
+
+        return function
 
     def _sampled_steps_function(self):
         """`steps_per_execution` meta-steps on in-graph sampled tasks, in one call.
@@ -568,18 +627,20 @@ class MetaTrainer(keras.Model):
         meta = self.meta_state()
 
         def task_curve(task):
-            support_x, support_y, query_x, query_y = task
-            states = self.adapt_states(meta, support_x, support_y, steps, **options)
-            predictions = [self.predict_adapted(meta, state, query_x) for state in states]
+            support_x, support_y, query_x, query_y, index = task
+            task_meta = self._meta_for_task(meta, index)
+            states = self.adapt_states(task_meta, support_x, support_y, steps, **options)
+            predictions = [self.predict_adapted(task_meta, state, query_x) for state in states]
             return (tf.stack([self.task_loss(query_y, p) for p in predictions]),
                     tf.stack(predictions))
 
+        tasks = (*batch, tf.range(tf.shape(batch.support_x)[0]))
         with exact_batch_statistics():
             losses, predictions = tf.map_fn(
-                task_curve, tuple(batch),
+                task_curve, tasks,
                 fn_output_signature=(tf.TensorSpec(None, self._loss_dtype()),
                                      tf.TensorSpec(None, self._loss_dtype())),
-            ) if not self.vectorize else map_tasks(task_curve, tuple(batch))
+            ) if not self.vectorize else map_tasks(task_curve, tasks)
         # [tasks, steps, ...] -> [steps, tasks, ...]
         perm = [1, 0] + list(range(2, len(predictions.shape)))
         return losses, tf.transpose(predictions, perm)
@@ -642,7 +703,18 @@ class MetaTrainer(keras.Model):
         x, example, sampler = sources.prepare(tasks, meta_batch_size, seed, replicas)
         self._check_against_model(example)
         if steps_per_epoch is None and isinstance(tasks, sources.POOL_TYPES):
-            steps_per_epoch = max(1, sources.shape_of(example.support_x)[0] // meta_batch_size)
+            # A pass over the pool, in whole executions: Keras runs `steps_per_execution`
+            # steps a call, and the epoch's step count must be the one it reports.
+            passes = max(1, sources.shape_of(example.support_x)[0] // meta_batch_size)
+            steps_per_epoch = -(-passes // self.steps_per_execution) * self.steps_per_execution
+        if steps_per_epoch is not None and steps_per_epoch % self.steps_per_execution:
+            # Keras would run the epoch's last call to a whole execution, taking (and
+            # reporting) more meta-steps than asked for.
+            raise ValueError(
+                "Expected `steps_per_epoch` to be a multiple of the compiled "
+                f"steps_per_execution={self.steps_per_execution}. Received: "
+                f"steps_per_epoch={steps_per_epoch}"
+            )
         validation_data = None
         if validation_tasks is not None:
             validation_data = sources.validation_source(validation_tasks, meta_batch_size,

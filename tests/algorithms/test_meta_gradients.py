@@ -187,7 +187,7 @@ def test_anil_inner_loop_adapts_only_the_head():
     batch = random_batch(tasks=1, shots=5, queries=5, dim=1, seed=6)
     meta = [tf.convert_to_tensor(v) for v in learner.meta_variables()]
     fast = learner.adapt_task(MetaState(meta, [], []), tf.constant(batch.support_x[0], tf.float32),
-                              tf.constant(batch.support_y[0], tf.float32), 3, 0.1, False)
+                              tf.constant(batch.support_y[0], tf.float32), 3, 0.1, False).params
     head = learner.adapted_mask()
     assert head == [False, False, False, False, True, True]
     for is_head, before, after in zip(head, meta, fast):
