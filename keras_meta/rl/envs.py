@@ -10,10 +10,12 @@ Tasks are small dicts of NumPy values, so they can be logged and pickled.
 """
 
 import functools
+import importlib
 
 import numpy as np
 import gymnasium
 from gymnasium import spaces
+from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode
 
 from keras_meta import _core
@@ -268,6 +270,25 @@ class _MujocoTaskEnv(gymnasium.Wrapper, TaskEnv):
     def observation_space(self):
         inner = self.env.observation_space
         return spaces.Box(-np.inf, np.inf, inner.shape, np.float32)
+
+    @property
+    def spec(self):
+        # The wrapped MuJoCo env's spec would recreate this wrapper by calling it on a new
+        # env, but it makes its own: its spec recreates it from its arguments (gymnasium's
+        # `check_env` recreates envs through `spec.make()`).
+        cls = type(self)
+        return EnvSpec(f"keras_meta/{cls.__name__}", entry_point=_recreate_task_env,
+                       kwargs={"task_env": f"{cls.__module__}:{cls.__qualname__}", **self._config})
+
+
+def _recreate_task_env(task_env, **kwargs):
+    """`spec.make()`'s entry point for a MuJoCo task env: its class by import path.
+
+    A function rather than the class: gymnasium's `make` reads `metadata` off the entry
+    point, and on a wrapper class that is a property, not the inner env's dict.
+    """
+    module, name = task_env.split(":")
+    return getattr(importlib.import_module(module), name)(**kwargs)
 
 
 class HalfCheetahVel(_MujocoTaskEnv):
