@@ -5,7 +5,8 @@
   sequence depends only on (seed, step) and a restored run continues it; with
   `steps_per_execution > 1` one call draws a chunk of consecutive steps at once.
 - A `tf.data.Dataset` of `TaskBatch` is passed through.
-- A `TaskBatch` of arrays is a pool, shuffled into meta-batches.
+- A `TaskBatch` of arrays is a pool, cut into meta-batches in an order reshuffled every
+  pass, also a pure function of (seed, step) sampled in the graph (`pool_draw`).
 """
 
 import numpy as np
@@ -105,20 +106,29 @@ def sampled_dataset(tasks, meta_batch_size, batches, seed):
     return without_autotune(tf.data.Dataset.from_tensor_slices(stacked))
 
 
-def pool_dataset(pool, meta_batch_size, seed):
-    """A pool of tasks shuffled into endless meta-batches (reshuffled every pass)."""
+def pool_draw(pool, meta_batch_size, seed):
+    """Step `s`'s meta-batch of a pool, a pure function of (seed, s).
+
+    The pool is cut into `N // meta_batch_size` meta-batches per pass (the remainder is
+    left out of that pass), in an order shuffled anew for every pass `p` from
+    `step_seed(seed, p)`: like a reshuffled `tf.data` pipeline, but a resumed run continues
+    the same sequence from the restored step.
+    """
     num_tasks = shape_of(pool.support_x)[0]
     if meta_batch_size > num_tasks:
         raise ValueError(
             f"Expected `meta_batch_size` <= the number of tasks in the TaskBatch "
             f"({num_tasks}). Received: meta_batch_size={meta_batch_size}"
         )
-    return without_autotune(
-        tf.data.Dataset.from_tensor_slices(pool)
-        .shuffle(num_tasks, seed=seed % 2**31, reshuffle_each_iteration=True)
-        .batch(meta_batch_size, drop_remainder=True)
-        .repeat()
-    )
+    steps_per_pass = num_tasks // meta_batch_size
+
+    def draw(step):
+        epoch, index = divmod(step, steps_per_pass)
+        order = np.random.default_rng(step_seed(seed, epoch)).permutation(num_tasks)
+        chosen = order[index * meta_batch_size:(index + 1) * meta_batch_size]
+        return TaskBatch(*(v[chosen] for v in pool))
+
+    return draw
 
 
 def pool_of(tasks, name="tasks"):
@@ -128,17 +138,17 @@ def pool_of(tasks, name="tasks"):
 
 
 class InGraphSampler:
-    """Draws a distribution's meta-batches inside the compiled train function.
+    """Draws the meta-batches of a source that is a pure function of (seed, step) inside
+    the compiled train function, from the learner's tracked step counter.
 
     Args:
-        tasks: The `TaskDistribution`.
+        draw: `draw(step) -> TaskBatch` of NumPy arrays, a pure function of `step`.
         meta_batch_size: Tasks per meta-step.
-        seed: Run seed of the task sequence.
         spec: `TensorSpec`s of one meta-batch (from an example draw).
     """
 
-    def __init__(self, tasks, meta_batch_size, seed, spec):
-        self.tasks, self.meta_batch_size, self.seed, self.spec = tasks, meta_batch_size, seed, spec
+    def __init__(self, draw, meta_batch_size, spec):
+        self.draw, self.meta_batch_size, self.spec = draw, meta_batch_size, spec
 
     def batch_bytes(self):
         return sum(s.shape.num_elements() * s.dtype.size for s in self.spec)
@@ -150,13 +160,11 @@ class InGraphSampler:
     def sample_steps(self, first_step, count):
         """The meta-batches of steps `first_step .. first_step + count - 1`, stacked.
 
-        Each is `tasks.sample(meta_batch_size, step_seed(seed, step))`, so the sequence
-        does not depend on how steps are grouped into calls.
+        The sequence does not depend on how steps are grouped into calls.
         """
 
         def sample(first, count):
-            batches = [self.tasks.sample(self.meta_batch_size, step_seed(self.seed, int(first) + k))
-                       for k in range(int(count))]
+            batches = [self.draw(int(first) + k) for k in range(int(count))]
             return tuple(np.stack([np.asarray(batch[j], dtype=s.dtype.as_numpy_dtype)
                                    for batch in batches])
                          for j, s in enumerate(self.spec))
@@ -181,8 +189,23 @@ class InGraphSampler:
         return TaskBatch(*(v[start:start + share] for v in values))
 
 
+def _in_graph(draw, meta_batch_size, replicas, example):
+    spec = tuple(tf.TensorSpec(v.shape, tf.as_dtype(v.dtype)) for v in example)
+    if meta_batch_size % replicas:
+        raise ValueError(
+            f"Expected `meta_batch_size` to be divisible by the {replicas} replicas "
+            f"of the distribution strategy. Received: meta_batch_size={meta_batch_size}"
+        )
+    # One placeholder element per replica: the tasks are sampled in the graph.
+    dummy = tf.data.Dataset.from_tensors(tf.zeros((replicas,), tf.int32)).repeat()
+    return without_autotune(dummy), InGraphSampler(draw, meta_batch_size, spec)
+
+
 def prepare(tasks, meta_batch_size, seed, replicas):
     """Validates `tasks` and returns `(keras_x, example TaskBatch, InGraphSampler or None)`.
+
+    Distributions and pools are sampled in the graph (an `InGraphSampler`); a dataset is
+    Keras's input.
 
     Raises:
         TypeError, ValueError: On a malformed source, before any state changes.
@@ -192,16 +215,9 @@ def prepare(tasks, meta_batch_size, seed, replicas):
                                 "tasks.sample(...)")
         check_task_shapes(example, "tasks.sample(...)")
         example = TaskBatch(*(np.asarray(v) for v in example))
-        spec = tuple(tf.TensorSpec(v.shape, tf.as_dtype(v.dtype)) for v in example)
-        if meta_batch_size % replicas:
-            raise ValueError(
-                f"Expected `meta_batch_size` to be divisible by the {replicas} replicas "
-                f"of the distribution strategy. Received: meta_batch_size={meta_batch_size}"
-            )
-        # One placeholder element per replica: the tasks are sampled in the graph.
-        dummy = tf.data.Dataset.from_tensors(tf.zeros((replicas,), tf.int8)).repeat()
-        sampler = InGraphSampler(tasks, meta_batch_size, seed, spec)
-        return without_autotune(dummy), example, sampler
+        dummy, sampler = _in_graph(lambda step: tasks.sample(meta_batch_size, step_seed(seed, step)),
+                                   meta_batch_size, replicas, example)
+        return dummy, example, sampler
     if isinstance(tasks, tf.data.Dataset):
         spec = tasks.element_spec
         try:
@@ -216,7 +232,9 @@ def prepare(tasks, meta_batch_size, seed, replicas):
         return tasks, example, None
     if isinstance(tasks, POOL_TYPES):
         pool = pool_of(tasks)
-        return pool_dataset(pool, meta_batch_size, seed), pool, None
+        draw = pool_draw(pool, meta_batch_size, seed)
+        dummy, sampler = _in_graph(draw, meta_batch_size, replicas, draw(0))
+        return dummy, pool, sampler
     raise TypeError(
         "Expected `tasks` to be a TaskDistribution, a tf.data.Dataset of TaskBatch or a "
         f"TaskBatch of arrays. Received: tasks of type {type(tasks).__name__}"
