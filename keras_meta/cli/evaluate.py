@@ -26,7 +26,7 @@ def _families(family, config):
         make = lambda k, split: km.tasks.FewShotClassification(
             data.images, data.labels, ways=ways, shots=k, queries=5, split=data.split(split))
         return (make(1, "evaluation"), make(1, "background"), lambda k: make(k, "evaluation"), [1, 3, 5],
-                [0, 1, 3], dict(meta_batch_size=16, num_batches=4))
+                [0, 1, 3], dict(inner_lr=config.get("eval_lr"), meta_batch_size=16, num_batches=4))
     raise ValueError(f"Expected the run's family to be 'sinusoid' or 'glyphs'. Received: family={family!r}")
 
 

@@ -6,8 +6,8 @@ import pathlib
 MANIFEST = "run.json"
 
 
-def write_manifest(out, family, learner_file, args):
-    config = {k: getattr(args, k) for k in ("iterations", "shots", "ways", "meta_batch_size", "eval_lr", "seed")}
+def write_manifest(out, family, learner_file, config):
+    """Writes `run.json`: the family, the learner file and `config`, the settings that ran."""
     (pathlib.Path(out) / MANIFEST).write_text(json.dumps(
         {"family": family, "learner_file": learner_file, "config": config}, indent=1))
 

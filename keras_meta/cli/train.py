@@ -12,21 +12,41 @@ from keras_meta import baselines, models
 from keras_meta.cli.manifest import write_manifest
 
 
+def schedule(iterations, epochs, steps_per_execution):
+    """`(epochs, steps_per_epoch, steps_per_execution)` taking exactly `iterations` meta-steps.
+
+    At most `epochs` epochs and `steps_per_execution` steps a call, each dividing the
+    next: `fit` takes whole executions only.
+    """
+    epochs = max(e for e in range(1, min(epochs, iterations) + 1) if iterations % e == 0)
+    per_epoch = iterations // epochs
+    execution = max(k for k in range(1, min(steps_per_execution, per_epoch) + 1)
+                    if per_epoch % k == 0)
+    return epochs, per_epoch, execution
+
+
 def train(args):
     """Runs `keras-meta train` on parsed, checked arguments, filling the family's defaults."""
     if args.family == "sinusoid":
         args.iterations = args.iterations or 10000
         args.output = args.output or "runs/sinusoid"
+        args.shots = args.shots or 10
+        args.meta_batch_size = args.meta_batch_size or 25
+        args.eval_lr = args.eval_lr or 0.01
         train_sinusoid(args)
     elif args.family == "glyphs":
         args.iterations = args.iterations or 500
         args.output = args.output or "runs/glyphs"
+        args.ways = args.ways or 5
+        args.meta_batch_size = args.meta_batch_size or 8
+        args.eval_lr = args.eval_lr or 0.4
         train_glyphs(args)
     else:
         # The RL stack (gymnasium) is imported for this family only.
         from keras_meta.rl.navigation_demo import train_navigation
 
-        train_navigation(args.iterations or 100, args.output or "runs/navigation", seed=args.seed)
+        train_navigation(args.iterations or 100, args.output or "runs/navigation", seed=args.seed,
+                         meta_batch_size=args.meta_batch_size or 20)
 
 
 def train_sinusoid(args):
@@ -41,16 +61,18 @@ def train_sinusoid(args):
     keras.utils.set_random_seed(args.seed)
     tasks = km.tasks.Sinusoid(shots=args.shots, queries=args.shots)
     maml = km.MAML(models.sinusoid_mlp(), inner_lr=0.01, inner_steps=1)
-    maml.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=50)
-    epochs = 10
+    epochs, steps_per_epoch, execution = schedule(args.iterations, 10, 50)
+    maml.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=execution)
     print(f"Meta-training MAML on sinusoids ({args.shots}-shot), {args.iterations} meta-steps")
     start = time.perf_counter()
-    maml.fit(tasks, meta_batch_size=25, epochs=epochs,
-             steps_per_epoch=max(1, args.iterations // epochs), seed=args.seed,
+    maml.fit(tasks, meta_batch_size=args.meta_batch_size, epochs=epochs,
+             steps_per_epoch=steps_per_epoch, seed=args.seed,
              validation_tasks=km.tasks.Sinusoid(shots=args.shots, queries=100, split="val"))
     seconds = time.perf_counter() - start
     maml.save(out / "maml_sinusoid.keras")
-    write_manifest(out, "sinusoid", "maml_sinusoid.keras", args)
+    write_manifest(out, "sinusoid", "maml_sinusoid.keras", {
+        "iterations": int(maml.task_step.numpy()), "shots": args.shots,
+        "meta_batch_size": args.meta_batch_size, "eval_lr": args.eval_lr, "seed": args.seed})
     baseline = km.MAML(baselines.pretrained(models.sinusoid_mlp(), tasks, args.iterations,
                                             seed=args.seed), inner_lr=0.01)
     baseline.compile()
@@ -111,11 +133,15 @@ def train_glyphs(args):
     maml = km.MAML(models.conv4(args.ways, data.image_shape, filters=32), inner_lr=0.4, inner_steps=1)
     maml.compile(optimizer=keras.optimizers.Adam(1e-3))
     print(f"Meta-training MAML on glyphs, {args.ways}-way 1-shot, {args.iterations} meta-steps")
-    maml.fit(train, meta_batch_size=args.meta_batch_size, epochs=5,
-             steps_per_epoch=max(1, args.iterations // 5), seed=args.seed)
+    epochs, steps_per_epoch, _ = schedule(args.iterations, 5, 1)
+    maml.fit(train, meta_batch_size=args.meta_batch_size, epochs=epochs,
+             steps_per_epoch=steps_per_epoch, seed=args.seed)
     maml.save(out / "maml_glyphs.keras")
-    write_manifest(out, "glyphs", "maml_glyphs.keras", args)
-    result = maml.evaluate(test, steps=[0, 1, 3], meta_batch_size=16, num_batches=10, seed=1)
+    write_manifest(out, "glyphs", "maml_glyphs.keras", {
+        "iterations": int(maml.task_step.numpy()), "ways": args.ways, "shots": 1,
+        "meta_batch_size": args.meta_batch_size, "eval_lr": args.eval_lr, "seed": args.seed})
+    result = maml.evaluate(test, steps=[0, 1, 3], meta_batch_size=16, num_batches=10, seed=1,
+                           inner_lr=args.eval_lr)
     (out / "results.json").write_text(json.dumps({str(k): v for k, v in result.items()}, indent=1))
     print("\nHeld-out (evaluation-font) query accuracy after k steps:")
     for s, row in result.items():

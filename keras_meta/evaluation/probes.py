@@ -140,13 +140,19 @@ class SupervisedProbe:
             variables = list(learner.variables)
             opt_variables = list(learner.optimizer.variables)
             saved, saved_opt = _snapshot(variables), _snapshot(opt_variables)
+            # Keras runs `steps_per_execution` meta-steps a call: time whole executions and
+            # count the meta-steps the learner actually took.
+            execution = int(getattr(learner, "steps_per_execution", 1) or 1)
             run = lambda n: learner.fit(tasks, meta_batch_size=o["meta_batch_size"], epochs=1,
-                                        steps_per_epoch=n, verbose=0, seed=424_242)
+                                        steps_per_epoch=-(-n // execution) * execution,
+                                        verbose=0, seed=424_242)
             try:
                 run(1)
+                first = int(learner.task_step.numpy())
                 start = time.perf_counter()
                 run(steps)
-                out["meta_steps_per_second"] = steps / (time.perf_counter() - start)
+                seconds = time.perf_counter() - start
+                out["meta_steps_per_second"] = (int(learner.task_step.numpy()) - first) / seconds
             finally:
                 _restore(variables, saved)
                 _restore(opt_variables, saved_opt)
