@@ -17,7 +17,7 @@ to `.keras` is registered with Keras when its class is first used: touch it (e.g
 `km.MAML`, `km.rl.RL2`) before `keras.saving.load_model`.
 """
 
-import importlib
+from keras_meta import _lazy
 
 __version__ = "0.1.0"
 
@@ -60,16 +60,4 @@ _NAMES = {
 __all__ = sorted([*_NAMES, *_SUBPACKAGES, "__version__"])
 
 
-def __getattr__(name):
-    if name in _SUBPACKAGES:
-        # The import also binds the subpackage on this module: later lookups skip here.
-        return importlib.import_module(f"{__name__}.{name}")
-    if name in _NAMES:
-        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = _lazy.attach(__name__, _NAMES, _SUBPACKAGES)

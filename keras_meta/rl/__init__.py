@@ -7,7 +7,7 @@ imports neither gymnasium nor TensorFlow, and MuJoCo/Meta-World only load when a
 environment needs them.
 """
 
-import importlib
+from keras_meta import _lazy
 
 # Public name -> the module of this package that defines it.
 _NAMES = {
@@ -36,14 +36,4 @@ _NAMES = {
 __all__ = sorted(_NAMES)
 
 
-def __getattr__(name):
-    if name in _NAMES:
-        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
-        # Cached so that later lookups skip this function.
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = _lazy.attach(__name__, _NAMES)
