@@ -13,7 +13,7 @@ OVERLAY=$BUILD/overlay
 
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKERAS_META_SANITIZE=ON \
   -DPython_EXECUTABLE="$(realpath "$PY")" -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" > "$BUILD.log"
-cmake --build "$BUILD" >> "$BUILD.log"
+cmake --build "$BUILD" --parallel 2 >> "$BUILD.log"  # both cores: the cold ASan build is most of this run
 SO=$(ls "$BUILD"/_core*.so)
 
 # sitecustomize.py on PYTHONPATH serves keras_meta._core from the sanitized build, ahead of the
