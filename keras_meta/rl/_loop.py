@@ -5,6 +5,7 @@ import collections
 import gymnasium
 import keras
 import numpy as np
+from gymnasium import spaces
 
 from keras_meta import _core
 
@@ -77,6 +78,25 @@ class RLLearner:
             return env.single_observation_space, env.single_action_space
         return env.observation_space, env.action_space
 
+    @staticmethod
+    def _check_policy_spaces(policy, observation_space, action_space):
+        """Raises a ValueError unless `policy`'s sizes are the env's.
+
+        A policy of another action size or observation width would have its actions or
+        observations reshaped or broadcast onto the env's without an error.
+        """
+        discrete = isinstance(action_space, spaces.Discrete)
+        name, size = ("num_actions", int(action_space.n)) if discrete else (
+            "action_dim", int(np.prod(action_space.shape)))
+        obs_dim = getattr(policy, "observation_dim", None)
+        own = "num_actions" if policy.discrete else "action_dim"
+        if (policy.discrete != discrete or getattr(policy, name, None) != size
+                or obs_dim not in (None, int(np.prod(observation_space.shape)))):
+            raise ValueError(
+                f"Expected `policy` to match the env's spaces. Received: policy with discrete={policy.discrete}, "
+                f"{own}={getattr(policy, own, None)}, observation_dim={obs_dim} for "
+                f"observation_space={observation_space}, action_space={action_space}")
+
     def _set_action_mapping(self, action_space, discrete, rescale_actions):
         """Sets how `env_actions` maps policy actions onto `action_space`.
 
@@ -105,6 +125,33 @@ class RLLearner:
         if self.rescale_actions:
             return (low + (np.clip(actions, -1.0, 1.0) + 1.0) * 0.5 * (high - low)).astype(actions.dtype)
         return np.clip(actions, low, high)
+
+    def _episode(self, env, act, seed, record=None):
+        """Runs one episode of `env` (at most `horizon` steps) with the policy `act`.
+
+        Args:
+            env: A (non-vector) task environment, its task already set.
+            act: Function of an observation returning the policy's action (policy units).
+            seed: The reset seed.
+            record: Optional function of `(action, reward, done)` called after each step.
+
+        Returns:
+            `(undiscounted return, success)`; success is Meta-World's `info["success"]`
+            at any step (False for envs without it).
+        """
+        obs, _ = env.reset(seed=seed)
+        total, success = 0.0, False
+        for _ in range(self.horizon):
+            action = act(obs)
+            obs, reward, terminated, truncated, info = env.step(self.env_actions(action))
+            total += float(reward)
+            success = success or bool(info.get("success", 0.0))
+            done = terminated or truncated
+            if record is not None:
+                record(action, reward, done)
+            if done:
+                break
+        return total, success
 
     @property
     def iteration(self):

@@ -187,7 +187,13 @@ class RolloutBuffer:
                 nxt = nxt.copy()
                 finals = np.asarray(infos["final_obs"], dtype=object).reshape(-1)
                 for flat in np.flatnonzero(has_final):
-                    nxt.reshape(-1, nxt.shape[-1])[flat] = np.asarray(finals[flat], np.float32).reshape(-1)
+                    final = np.asarray(finals[flat], np.float32)
+                    # A smaller one would be broadcast over the row's features.
+                    if final.shape != self.observation_shape:
+                        raise ValueError(
+                            f"Expected every `infos['final_obs']` entry to have shape {self.observation_shape}. "
+                            f"Received: infos['final_obs'][{flat}].shape={final.shape}")
+                    nxt.reshape(-1, nxt.shape[-1])[flat] = final.reshape(-1)
         # A full row stops recording (it bootstraps from its last next observation) while
         # rows that skipped reset steps catch up.
         valid = ~self._skip & (self._core.data()["lengths"] < self.horizon)

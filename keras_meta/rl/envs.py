@@ -244,6 +244,7 @@ class _MujocoTaskEnv(gymnasium.Wrapper, TaskEnv):
     """A gymnasium MuJoCo v5 env whose reward is replaced by a task reward."""
 
     env_id = None
+    task_key = None  # the task's one scalar parameter, set by each subclass
 
     def __init__(self, horizon=200, **make_kwargs):
         self._config = dict(horizon=horizon, **make_kwargs)
@@ -252,7 +253,24 @@ class _MujocoTaskEnv(gymnasium.Wrapper, TaskEnv):
         self._task = self.sample_tasks(1, seed=0)[0]
 
     def set_task(self, task):
-        self._task = dict(task)
+        """Selects `task`, a dict holding the class's `task_key` as one finite number.
+
+        Raises:
+            ValueError: For a task without `task_key`, or whose value is not one finite
+                number (an array would be broadcast into the reward).
+        """
+        if not isinstance(task, dict) or self.task_key not in task:
+            raise ValueError(f"Expected `task` to hold {self.task_key!r} (as `sample_tasks` returns). "
+                             f"Received: task={task!r}")
+        raw = task[self.task_key]
+        try:
+            value = float(raw) if np.ndim(raw) == 0 else None
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not np.isfinite(value):
+            raise ValueError(f"Expected task[{self.task_key!r}] to be a finite number. "
+                             f"Received: {self.task_key}={raw!r}")
+        self._task = {**task, self.task_key: value}
 
     def get_task(self):
         return dict(self._task)
@@ -298,6 +316,7 @@ class HalfCheetahVel(_MujocoTaskEnv):
     """
 
     env_id = "HalfCheetah-v5"
+    task_key = "velocity"
 
     def sample_tasks(self, n, seed):
         rng = np.random.default_rng(seed)
@@ -314,6 +333,7 @@ class HalfCheetahDir(_MujocoTaskEnv):
     """
 
     env_id = "HalfCheetah-v5"
+    task_key = "direction"
 
     def sample_tasks(self, n, seed):
         rng = np.random.default_rng(seed)
@@ -331,6 +351,7 @@ class AntDir(_MujocoTaskEnv):
     """
 
     env_id = "Ant-v5"
+    task_key = "direction"
 
     def sample_tasks(self, n, seed):
         rng = np.random.default_rng(seed)

@@ -9,6 +9,7 @@ import tensorflow as tf
 from gymnasium.vector import AutoresetMode
 
 from keras_meta import inner, ops
+from keras_meta.ops.finite import apply_if_finite
 from keras_meta.rl._loop import RLLearner, TrainingState
 from keras_meta.rl.buffer import RolloutBuffer
 from keras_meta.rl.envs import _find_attr, as_task_env, vector_task_env
@@ -81,6 +82,10 @@ class MAMLRL(RLLearner):
     - PPO / ProMP-style: `ppo_epochs` optimizer steps on the clipped objective
       `-mean_i mean_t min(r A, clip(r, 1 - eps, 1 + eps) A)`.
 
+    An outer update whose loss, gradients or TRPO candidate are not finite is skipped
+    (weights and optimizer state keep their last finite values; the logs show the
+    non-finite loss), as the supervised learners do.
+
     Args:
         policy: A `GaussianPolicy` or `CategoricalPolicy` (a Keras 3 model).
         env: A task environment (`Navigation2D` and `BatchedNavigation2D` use the batched
@@ -136,6 +141,7 @@ class MAMLRL(RLLearner):
         self.baseline = LinearFeatureBaseline()
         self.horizon = int(horizon or getattr(self.env, "horizon", None) or self.env.spec.max_episode_steps)
         obs_space, act_space = self._spaces(self.env)
+        self._check_policy_spaces(policy, obs_space, act_space)
         self.observation_shape = obs_space.shape
         self._set_action_mapping(act_space, policy.discrete, rescale_actions)
         if not getattr(policy, "built", False) or not hasattr(policy, "observation_dim"):
@@ -295,7 +301,7 @@ class MAMLRL(RLLearner):
         zero = tf.zeros([], theta[0].dtype)
         out = self._task_mean(lambda t: self._task_grad(theta, batches, outer, old_dist, t, clip=True),
                               outer.masks.shape[0], [zero, zero] + list(theta))
-        self.optimizer.apply(out[2:], variables)
+        apply_if_finite(lambda: self.optimizer.apply(out[2:], variables), out[0], out[2:])
         return out[0], out[1]
 
     # ----------------------------------------------------------------- sampling
@@ -381,9 +387,12 @@ class MAMLRL(RLLearner):
             theta, surrogate0, grads, lambda v: self._fvp_fn(theta, v, batches, outer, old_dist),
             lambda c: self._terms_fn(c, batches, outer, old_dist), self.max_kl, self.cg_iters, self.cg_damping,
             self.ls_backtrack, self.ls_max_steps)
-        if candidate is not None:
+        def assign():
             for variable, value in zip(self.policy.trainable_variables, candidate):
                 variable.assign(value)
+
+        if candidate is not None:
+            apply_if_finite(assign, surrogate, candidate)
         return {"surrogate_before": float(surrogate0), "surrogate_after": float(surrogate), "kl": float(kl),
                 "line_search_steps": steps}
 
@@ -466,6 +475,41 @@ class MAMLRL(RLLearner):
         step_sizes = self._step_sizes(None if step_size is None else [step_size], 1)
         stacked = self._adapt_step_fn(self._tile(policy.weights_list(), 1), self.process(buffer), step_sizes[0])
         return self.policy.adapted([w[0] for w in stacked])
+
+    def evaluate_episodes(self, env, task, adaptation_episodes, eval_episodes, seed=0, deterministic=False):
+        """Returns and successes of `eval_episodes` episodes after adapting on `adaptation_episodes`.
+
+        One policy-gradient step on `adaptation_episodes` episodes of `task` (none for 0),
+        then the evaluation episodes with the adapted policy, one at a time on `env` (the
+        Meta-World protocol, `keras_meta.rl.meta_evaluate_episodes`).
+
+        Args:
+            env: The task environment (not a vector env).
+            task: The task.
+            adaptation_episodes: Episodes sampled for the adaptation step (non-negative).
+            eval_episodes: Evaluated episodes.
+            seed: Sampling seed (episode `e` resets with `seed + e`).
+            deterministic: Evaluate the mean action (adaptation always samples).
+
+        Returns:
+            `(returns, successes)`: lists of `eval_episodes` floats and bools.
+        """
+        _find_attr(env, "set_task")(task)
+        policy = self.policy
+        if adaptation_episodes > 0:
+            policy = self.adapt(env=env, task=task, episodes=adaptation_episodes, steps=1, seed=seed)
+        counter = [0]
+
+        def act(obs):
+            obs = tf.constant(np.asarray(obs, np.float32).reshape(1, -1))
+            if deterministic:
+                return policy.mode(None, obs).numpy()[0]
+            counter[0] += 1
+            return policy.sample(None, obs, tf.constant([seed % (2**31), counter[0]], tf.int64)).numpy()[0]
+
+        _find_attr(env, "set_task")(task)
+        out = [self._episode(env, act, seed + e) for e in range(eval_episodes)]
+        return [o[0] for o in out], [o[1] for o in out]
 
     def meta_evaluate(self, tasks, steps=(0, 1, 2, 3), episodes=20, seed=0, inner_lrs=None):
         """Mean undiscounted return after each number of adaptation steps on `tasks`.

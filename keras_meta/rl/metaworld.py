@@ -4,7 +4,8 @@
 another MuJoCo (e.g. 4.x, where `model.eq_data` grew) its environments fail to build, so
 `MetaWorldML1` checks the pin up front and raises an ImportError that says what to install.
 
-The protocol (`meta_evaluate_episodes`) works for any keras_meta RL learner:
+The protocol (`meta_evaluate_episodes`) works for any keras_meta RL learner, each of which
+adapts in its own way (its `evaluate_episodes` method):
 
 - `MAMLRL`: adapt with one policy-gradient step on `k` episodes of the task (none for
   `k = 0`), then run the evaluation episodes with the adapted policy;
@@ -22,7 +23,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from keras_meta.rl.envs import TaskEnv, _check_count, _find_attr, check_task_env
+from keras_meta.rl.envs import TaskEnv, _check_count, check_task_env
 
 _INSTALL_HINT = ("Install it with `pip install metaworld==3.1.1` (which pins mujoco==3.3.0; "
                  "use a separate environment if other packages need a newer MuJoCo).")
@@ -154,29 +155,18 @@ class MetaWorldML1(gymnasium.Env, TaskEnv):
         self._env.close()
 
 
-def _run_episode(env, act, max_steps, seed):
-    obs, _ = env.reset(seed=seed)
-    total, success = 0.0, False
-    for _ in range(max_steps):
-        action = act(obs)
-        obs, reward, terminated, truncated, info = env.step(action)
-        total += float(reward)
-        success = success or bool(info.get("success", 0.0))
-        if terminated or truncated:
-            break
-    return total, success
-
-
 def meta_evaluate_episodes(learner, env, tasks, adaptation_episodes=(0, 1, 3), eval_episodes=3, seed=0,
                            deterministic=False):
     """Meta-World's meta-evaluation: success rate and return after `k` adaptation episodes.
 
     For every held-out task and every `k` in `adaptation_episodes`, the learner adapts on
-    `k` episodes of the task, then `eval_episodes` episodes are measured (see the module
-    docstring for how MAML-RL and RL² adapt).
+    `k` episodes of the task, then `eval_episodes` episodes are measured. How it adapts is
+    the learner's own `evaluate_episodes(env, task, k, eval_episodes, seed, deterministic)`
+    (see the module docstring for MAML-RL and RL²).
 
     Args:
-        learner: A `keras_meta.rl.MAMLRL` or `keras_meta.rl.RL2`.
+        learner: A keras_meta RL learner (`keras_meta.rl.MAMLRL`, `keras_meta.rl.RL2`), or
+            any object with that `evaluate_episodes` method.
         env: The task environment (e.g. `MetaWorldML1(split="test")`).
         tasks: Held-out tasks from `env.sample_tasks`.
         adaptation_episodes: Numbers of adaptation episodes `k` (non-negative).
@@ -189,15 +179,13 @@ def meta_evaluate_episodes(learner, env, tasks, adaptation_episodes=(0, 1, 3), e
         "return_per_task": [...]}}`, rates and returns averaged over tasks and episodes.
 
     Raises:
-        TypeError: For a learner that is neither MAMLRL nor RL2.
+        TypeError: For a learner without `evaluate_episodes`.
         ValueError: For negative `k` or non-positive `eval_episodes`.
     """
-    from keras_meta.rl.maml_rl import MAMLRL
-    from keras_meta.rl.rl2 import RL2
-
-    if not isinstance(learner, (MAMLRL, RL2)):
-        raise TypeError("Expected `learner` to be a keras_meta.rl.MAMLRL or keras_meta.rl.RL2. Received: "
-                        f"learner of type {type(learner).__name__}")
+    if not callable(getattr(learner, "evaluate_episodes", None)):
+        raise TypeError("Expected `learner` to be a keras_meta RL learner (with an `evaluate_episodes` method, "
+                        "e.g. keras_meta.rl.MAMLRL or keras_meta.rl.RL2). Received: learner of type "
+                        f"{type(learner).__name__}")
     ks = [int(k) for k in adaptation_episodes]
     if any(k < 0 for k in ks):
         raise ValueError(f"Expected non-negative adaptation episode counts. Received: adaptation_episodes={ks}")
@@ -209,70 +197,9 @@ def meta_evaluate_episodes(learner, env, tasks, adaptation_episodes=(0, 1, 3), e
         returns, successes = [], []
         for i, task in enumerate(tasks):
             task_seed = int(seed) * 100_003 + i * 1_009 + k
-            if isinstance(learner, MAMLRL):
-                r, s = _maml_task(learner, env, task, k, int(eval_episodes), task_seed, deterministic)
-            else:
-                r, s = _rl2_task(learner, env, task, k, int(eval_episodes), task_seed, deterministic)
+            r, s = learner.evaluate_episodes(env, task, k, int(eval_episodes), task_seed, deterministic)
             returns.append(float(np.mean(r)))
             successes.append(float(np.mean(s)))
         results[k] = {"success_rate": float(np.mean(successes)), "return": float(np.mean(returns)),
                       "success_per_task": successes, "return_per_task": returns}
     return results
-
-
-def _maml_task(learner, env, task, k, n_eval, seed, deterministic):
-    import tensorflow as tf
-
-    _find_attr(env, "set_task")(task)
-    policy = learner.adapt(env=env, task=task, episodes=k, steps=1, seed=seed) if k > 0 else learner.policy
-    counter = [0]
-
-    def act(obs):
-        obs = tf.constant(np.asarray(obs, np.float32).reshape(1, -1))
-        if deterministic:
-            a = policy.mode(None, obs)
-        else:
-            counter[0] += 1
-            a = policy.sample(None, obs, tf.constant([seed % (2**31), counter[0]], tf.int64))
-        return learner.env_actions(a.numpy()[0])
-
-    _find_attr(env, "set_task")(task)
-    out = [_run_episode(env, act, learner.horizon, seed + e) for e in range(n_eval)]
-    return [o[0] for o in out], [o[1] for o in out]
-
-
-def _rl2_task(learner, env, task, k, n_eval, seed, deterministic):
-    import tensorflow as tf
-
-    from keras_meta.rl.rl2_inputs import PreviousStep
-
-    policy = learner.policy
-    _find_attr(env, "set_task")(task)
-    state = policy.get_initial_state(1)
-    prev = PreviousStep(policy, 1)
-    counter = [0]
-
-    def act(obs, greedy):
-        nonlocal state
-        counter[0] += 1
-        a, state = learner.act(prev.inputs(obs), state, tf.constant([seed % (2**31), counter[0]], tf.int64), greedy)
-        return a.numpy()[0]
-
-    returns, successes = [], []
-    for e in range(k + n_eval):
-        greedy = deterministic and e >= k
-        obs, _ = env.reset(seed=seed + e)
-        total, success = 0.0, False
-        for _ in range(learner.horizon):
-            a = act(obs, greedy)
-            obs, reward, terminated, truncated, info = env.step(learner.env_actions(a))
-            total += float(reward)
-            success = success or bool(info.get("success", 0.0))
-            done = terminated or truncated
-            prev.record(a, [reward], [done])
-            if done:
-                break
-        if e >= k:
-            returns.append(total)
-            successes.append(success)
-    return returns, successes

@@ -64,9 +64,17 @@ class _Policy(keras.Model):
         return ops.variable_values(self.trainable_variables)
 
     def dist_params(self, params, obs):
-        """Distribution parameters at `params` for observations `[..., obs_dim]`."""
+        """Distribution parameters at `params` for observations `[..., obs_dim]`.
+
+        Raises:
+            ValueError: For observations whose last axis is not `observation_dim` wide.
+        """
         params = self.weights_list() if params is None else params
         obs = tf.convert_to_tensor(obs)
+        expected = getattr(self, "observation_dim", None)
+        if expected is not None and obs.shape[-1] != expected:
+            raise ValueError(f"Expected observations with {expected} features in the last axis (observation_dim). "
+                             f"Received: obs.shape={tuple(obs.shape)}")
         lead = tf.shape(obs)[:-1]
         flat = tf.reshape(obs, [-1, obs.shape[-1]])
         out, _ = ops.forward(self, params, ops.variable_values(self.non_trainable_variables),
@@ -91,10 +99,25 @@ class _Policy(keras.Model):
         return clone
 
     def build_for(self, observation_dim):
-        """Builds the weights by tracing one call on a dummy batch."""
+        """Builds the weights by tracing one call on a dummy batch.
+
+        Raises:
+            ValueError: For a non-positive `observation_dim`, or a body whose output does
+                not have the width the distribution needs.
+        """
+        if isinstance(observation_dim, bool) or int(observation_dim) != observation_dim or observation_dim < 1:
+            raise ValueError(f"Expected `observation_dim` to be a positive integer. "
+                             f"Received: observation_dim={observation_dim!r}")
+        self(tf.zeros([1, int(observation_dim)]))
         self.observation_dim = int(observation_dim)
-        self(tf.zeros([1, self.observation_dim]))
         return self
+
+    def _check_body_output(self, out, units, what):
+        # A body of the wrong width would be broadcast (or split) into a distribution of
+        # the wrong size, and train without an error.
+        if out.shape.rank != 2 or out.shape[-1] != units:
+            raise ValueError(f"Expected `body` to output {units} units ({what}) per observation. "
+                             f"Received: a body with output shape {tuple(out.shape)}")
 
 
 @keras.saving.register_keras_serializable(package="keras_meta")
@@ -142,6 +165,11 @@ class GaussianPolicy(_Policy):
 
     def call(self, obs, training=False):
         out = self.body(obs, training=training)
+        if self.std_head:
+            self._check_body_output(out, 2 * self.action_dim,
+                                    f"{self.action_dim} means and {self.action_dim} log-stds, std_head=True")
+        else:
+            self._check_body_output(out, self.action_dim, "the action means")
         if self.std_head:
             mean, log_std = out[..., : self.action_dim], out[..., self.action_dim:]
             log_std = tf.maximum(log_std, self.min_log_std)
@@ -213,7 +241,9 @@ class CategoricalPolicy(_Policy):
         return config
 
     def call(self, obs, training=False):
-        return self.body(obs, training=training)
+        logits = self.body(obs, training=training)
+        self._check_body_output(logits, self.num_actions, "one logit per action")
+        return logits
 
     def distribution(self, params, obs):
         return self.dist_params(params, obs)

@@ -16,6 +16,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
 from keras_meta import ops
+from keras_meta.ops.finite import apply_if_finite
 from keras_meta.rl._loop import RLLearner, TrainingState
 from keras_meta.rl.buffer import RolloutBuffer
 from keras_meta.rl.envs import _find_attr, as_task_env, vector_task_env
@@ -167,8 +168,19 @@ class RL2Policy(keras.Model):
         Returns:
             `(dist, value, new_state)`: distribution parameters `[B, P]` (logits, or
             `concat([mean, log_std])`), values `[B]` and the next state `[B, units]`.
+
+        Raises:
+            ValueError: For inputs or a state of another width (a `[B, 1]` input would
+                otherwise be broadcast against `input_scale`).
         """
         z = tf.cast(x, tf.float32)
+        state = tf.convert_to_tensor(state)
+        if z.shape[-1] != self.input_dim:
+            raise ValueError(f"Expected `x` to have {self.input_dim} features in the last axis (input_dim). "
+                             f"Received: x.shape={tuple(z.shape)}")
+        if state.shape[-1] != self.units:
+            raise ValueError(f"Expected `state` to have {self.units} units in the last axis. "
+                             f"Received: state.shape={tuple(state.shape)}")
         if self._input_factors is not None:
             z = z * self._input_factors
         for layer in self.encoder:
@@ -282,7 +294,9 @@ class RL2(RLLearner):
 
     with `R_t = A_t + V_old(h_t)`, means over the unmasked steps, the hidden states
     recomputed by unrolling each trial from a zero state, and gradients clipped to a
-    global norm of `max_grad_norm`.
+    global norm of `max_grad_norm`. A minibatch update whose loss or gradients are not
+    finite is skipped (weights and optimizer state keep their last finite values; the
+    logs show the non-finite loss), as the supervised learners do.
 
     Args:
         policy: An `RL2Policy`, or None to build one for the env with `units`.
@@ -352,14 +366,8 @@ class RL2(RLLearner):
         if not isinstance(self.policy, RL2Policy):
             raise TypeError(f"Expected `policy` to be a keras_meta.rl.RL2Policy or None. Received: policy of "
                             f"type {type(self.policy).__name__}")
-        discrete = isinstance(act_space, spaces.Discrete)
-        if (self.policy.discrete != discrete or self.policy.observation_dim != int(np.prod(self.observation_shape))
-                or (discrete and self.policy.num_actions != act_space.n)):
-            raise ValueError(
-                "Expected `policy` to match the env's spaces. Received: policy with observation_dim="
-                f"{self.policy.observation_dim}, num_actions={self.policy.num_actions}, action_dim="
-                f"{self.policy.action_dim} for observation_space={obs_space}, action_space={act_space}")
-        self._set_action_mapping(act_space, discrete, rescale_actions)
+        self._check_policy_spaces(self.policy, obs_space, act_space)
+        self._set_action_mapping(act_space, self.policy.discrete, rescale_actions)
         self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
         self.clip_ratio = float(clip_ratio)
         self.ppo_epochs, self.minibatches = _positive_int(ppo_epochs, "ppo_epochs"), _positive_int(
@@ -527,7 +535,7 @@ class RL2(RLLearner):
         grads = tape.gradient(loss, variables)
         if self.max_grad_norm is not None:
             grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm)
-        self.optimizer.apply(grads, variables)
+        apply_if_finite(lambda: self.optimizer.apply(grads, variables), loss, grads)
         kl = tf.reduce_sum((batch.old_log_probs - log_p) * m) / count
         clip_fraction = tf.reduce_sum(ppo.clip_fraction(ratio, self.clip_ratio) * m) / count
         return {"loss": loss, "policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
@@ -591,6 +599,47 @@ class RL2(RLLearner):
                          steps_per_epoch, callbacks, verbose)
 
     # ----------------------------------------------------------------- evaluation
+    def evaluate_episodes(self, env, task, adaptation_episodes, eval_episodes, seed=0, deterministic=False):
+        """Returns and successes of `eval_episodes` episodes after `adaptation_episodes` of the same trial.
+
+        One trial of `adaptation_episodes + eval_episodes` episodes of `task` on `env`, the
+        memory carried throughout; the last `eval_episodes` are measured (the Meta-World
+        protocol, `keras_meta.rl.meta_evaluate_episodes`).
+
+        Args:
+            env: The task environment (not a vector env).
+            task: The task.
+            adaptation_episodes: Episodes before the evaluated ones (non-negative).
+            eval_episodes: Evaluated episodes.
+            seed: Sampling seed (episode `e` of the trial resets with `seed + e`).
+            deterministic: Greedy / mean actions in the evaluated episodes (the
+                adaptation episodes always sample).
+
+        Returns:
+            `(returns, successes)`: lists of `eval_episodes` floats and bools.
+        """
+        _find_attr(env, "set_task")(task)
+        state = self.policy.get_initial_state(1)
+        prev = PreviousStep(self.policy, 1)
+        counter = [0]
+        returns, successes = [], []
+        for e in range(adaptation_episodes + eval_episodes):
+            greedy = deterministic and e >= adaptation_episodes
+
+            def act(obs):
+                nonlocal state
+                counter[0] += 1
+                action, state = self.act(prev.inputs(obs), state, tf.constant([seed % (2**31), counter[0]], tf.int64),
+                                         greedy)
+                return action.numpy()[0]
+
+            total, success = self._episode(env, act, seed + e,
+                                           record=lambda a, reward, done: prev.record(a, [reward], [done]))
+            if e >= adaptation_episodes:
+                returns.append(total)
+                successes.append(success)
+        return returns, successes
+
     def meta_evaluate(self, tasks, episodes=None, trials_per_task=1, seed=0, deterministic=False,
                       episodes_per_trial=None):
         """Mean return of each episode of a trial on `tasks` (adaptation in the activations).

@@ -35,6 +35,7 @@ from keras_meta.ops import (
     random_state,
     variable_values,
 )
+from keras_meta.ops.finite import apply_if_finite
 from keras_meta.tasks.base import TaskBatch, TaskDistribution
 from keras_meta.training import distribute, execution, resume, sources
 
@@ -594,13 +595,7 @@ class MetaTrainer(keras.Model):
         if replicas > 1:
             apply()
             return
-        finite = tf.reduce_all([tf.math.is_finite(loss)]
-                               + [tf.reduce_all(tf.math.is_finite(g)) for g in grads])
-        if tf.executing_eagerly():
-            if finite:
-                apply()
-        else:
-            tf.cond(finite, lambda: (apply(), tf.constant(True))[1], lambda: tf.constant(False))
+        apply_if_finite(apply, loss, grads)
 
     def _update_metrics(self, loss, query_y, predictions):
         self._loss_tracker.update_state(loss)
@@ -701,6 +696,7 @@ class MetaTrainer(keras.Model):
             )
         replicas = self.distribute_strategy.num_replicas_in_sync
         x, example, sampler = sources.prepare(tasks, meta_batch_size, seed, replicas)
+        resume.check_resumable(tasks, callbacks)
         self._check_against_model(example)
         if steps_per_epoch is None and isinstance(tasks, sources.POOL_TYPES):
             # A pass over the pool, in whole executions: Keras runs `steps_per_execution`

@@ -768,3 +768,49 @@ MAML_PP_CASES = [
 def test_maml_plus_plus_constructor_bad_input(kwargs, error, match):
     with pytest.raises(error, match=match):
         km.MAMLPlusPlus(_mlp(), **kwargs)
+
+
+# --- RL shapes: policies, learners, envs and buffers refuse what they would broadcast ----------
+
+
+def _rl_policy(units=2, action_dim=2, **kwargs):
+    import keras
+
+    from keras_meta.rl import GaussianPolicy
+
+    keras.utils.set_random_seed(0)
+    return GaussianPolicy(keras.Sequential([keras.Input((2,)), keras.layers.Dense(units)]), action_dim, **kwargs)
+
+
+def _rl_same_step_add(final_obs):
+    from gymnasium.vector import AutoresetMode
+
+    buffer = RolloutBuffer(1, 1, 4, (3,), (2,), autoreset_mode=AutoresetMode.SAME_STEP)
+    buffer.add(np.zeros((1, 3), F32), np.zeros((1, 2), F32), np.zeros(1, F32), np.array([True]), np.zeros(1, bool),
+               np.zeros((1, 3), F32), {"final_obs": np.array([final_obs, None], object)[:1],
+                                       "_final_obs": np.array([True])})
+
+
+RL_SHAPE_CASES = [
+    ("gaussian-body-too-narrow", lambda: _rl_policy(units=1).build_for(2), ValueError,
+     r"`body` to output 2 units.*Received: a body with output shape \(1, 1\)"),
+    ("gaussian-std-head-too-narrow", lambda: _rl_policy(units=3, std_head=True).build_for(2), ValueError,
+     r"`body` to output 4 units"),
+    ("gaussian-observation-width", lambda: _rl_policy().build_for(2).dist_params(None, np.zeros((3, 1), F32)),
+     ValueError, r"Received: obs.shape=\(3, 1\)"),
+    ("gaussian-observation-dim-zero", lambda: _rl_policy().build_for(0), ValueError, r"observation_dim=0"),
+    ("maml-rl-policy-action-dim", lambda: km.rl.MAMLRL(_rl_policy(units=3, action_dim=3), km.rl.Navigation2D(5)),
+     ValueError, r"action_dim=3.*action_space=Box"),
+    ("rl2-policy-action-dim", lambda: km.rl.RL2(km.rl.RL2Policy(2, action_dim=3, units=4), km.rl.Navigation2D(5)),
+     ValueError, r"action_dim=3"),
+    ("rl2-policy-step-width", lambda: (lambda p: p.step(np.zeros((3, 1), F32), p.get_initial_state(3)))(
+        km.rl.RL2Policy(1, num_actions=2, units=4, input_scale=(1, 1, 1, 1))), ValueError, r"x.shape=\(3, 1\)"),
+    ("buffer-final-obs-scalar", lambda: _rl_same_step_add(np.float32(1.0)), ValueError,
+     r"infos\['final_obs'\]\[0\].shape=\(\)"),
+]
+
+
+@pytest.mark.parametrize("call, error, match", [c[1:] for c in RL_SHAPE_CASES], ids=[c[0] for c in RL_SHAPE_CASES])
+def test_rl_shape_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

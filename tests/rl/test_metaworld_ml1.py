@@ -38,6 +38,26 @@ def test_ml1_reach_task_interface_and_protocol():
 def test_protocol_rejects_unknown_learners():
     from keras_meta.rl import BernoulliBandit
 
-    with pytest.raises(TypeError, match="Expected `learner` to be a keras_meta.rl.MAMLRL or keras_meta.rl.RL2. "
-                                        "Received: learner of type str"):
+    with pytest.raises(TypeError, match=r"Expected `learner` to be a keras_meta RL learner \(with an "
+                                        r"`evaluate_episodes` method.*Received: learner of type str"):
         meta_evaluate_episodes("maml", BernoulliBandit(2), [])
+
+
+def test_protocol_asks_the_learner_to_evaluate_itself():
+    """No learner-type switch: any learner with `evaluate_episodes` is measured by it."""
+    from keras_meta.rl import BernoulliBandit
+
+    class Learner:
+        calls = []
+
+        def evaluate_episodes(self, env, task, adaptation_episodes, eval_episodes, seed, deterministic):
+            self.calls.append((adaptation_episodes, eval_episodes, seed, deterministic))
+            return [float(adaptation_episodes)] * eval_episodes, [adaptation_episodes > 0] * eval_episodes
+
+    env = BernoulliBandit(2)
+    result = meta_evaluate_episodes(Learner(), env, env.sample_tasks(2, seed=0), adaptation_episodes=(0, 2),
+                                    eval_episodes=3, seed=1, deterministic=True)
+    assert result[0]["success_rate"] == 0.0 and result[2]["success_rate"] == 1.0
+    assert result[2]["return_per_task"] == [2.0, 2.0]
+    assert Learner.calls == [(0, 3, 100_003, True), (0, 3, 100_003 + 1_009, True),
+                             (2, 3, 100_005, True), (2, 3, 100_005 + 1_009, True)]
