@@ -862,3 +862,45 @@ class MetaTrainer(keras.Model):
             tf.convert_to_tensor(support_x, self._input_dtype()),
             tf.convert_to_tensor(support_y), self._option_tensors(options))
         return self.adapted_model(state)
+
+    def export_adaptive(self, path, steps=None, support_y_spec=None):
+        """Writes one SavedModel that adapts to new tasks with plain TensorFlow.
+
+        Its signatures (`keras_meta.export.export_adaptive` details them):
+        `adapt(support_x, support_y)` -> the adapted state as `{"state_0": ..., ...}`
+        (this learner's own adaptation, e.g. the inner loop with its rule, or ProtoNet's
+        prototypes), `serve(x, state_0, ...)` (`predict_adapted`), `serve_meta(x)` (the
+        plain model, `model(x, training=False)`) and `adapt_and_serve(support_x,
+        support_y, x)`. Any support size works; the number of adaptation steps is fixed
+        here (a `steps` argument of the signatures is not offered). Adaptation options take
+        their defaults (e.g. the training `inner_lr`).
+
+        Args:
+            path: Directory to write the SavedModel to.
+            steps: Adaptation steps compiled into `adapt` (defaults to
+                `default_adapt_steps`).
+            support_y_spec: A `tf.TensorSpec` of one task's support targets (e.g.
+                `tf.TensorSpec([None], tf.int32)` for class ids). Defaults to the dtype and
+                shape of the support targets of the tasks last given to `fit`.
+
+        Returns:
+            The saved `tf.Module`.
+
+        Raises:
+            ValueError: If there is no loss, or no `support_y_spec` and `fit` never ran.
+            TypeError: On a malformed `support_y_spec` or `steps`.
+
+        Example:
+
+        ```python
+        maml.export_adaptive("adaptive_dir", steps=5)
+        loaded = tf.saved_model.load("adaptive_dir")      # no keras_meta needed
+        y = loaded.adapt_and_serve(support_x, support_y, x)["predictions"]
+        ```
+        """
+        from keras_meta import export
+
+        self._require_loss()
+        if support_y_spec is None:
+            support_y_spec = export.support_label_spec(self._train_source)
+        return export.export_adaptive(self, path, support_y_spec, steps=steps)
