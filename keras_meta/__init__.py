@@ -30,6 +30,7 @@ _SUBPACKAGES = (
     "baselines",
     "datasets",
     "evaluation",
+    "export",
     "inner",
     "integrations",
     "models",
