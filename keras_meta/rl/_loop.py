@@ -5,9 +5,12 @@ import collections
 import gymnasium
 import keras
 import numpy as np
+import tensorflow as tf
 from gymnasium import spaces
 
 from keras_meta import _core
+from keras_meta.rl.buffer import RolloutBuffer
+from keras_meta.rl.envs import vector_task_env
 
 
 @keras.saving.register_keras_serializable(package="keras_meta")
@@ -66,11 +69,63 @@ class TrainingState(keras.Model):
 
 
 class RLLearner:
-    """Run seed, iteration counter, action mapping and `fit` loop shared by `MAMLRL` and `RL2`.
+    """Run seed, iteration counter, action mapping, sampling loop and `fit` loop shared by `MAMLRL` and `RL2`.
 
-    A subclass sets `policy`, `optimizer`, `seed`, `env` and `training_state` (a
-    `TrainingState`), calls `_set_action_mapping` and implements `train_step(tasks, ...)`.
+    A subclass sets `policy`, `optimizer`, `seed`, `env`, `horizon`, `_venvs` (a dict)
+    and `training_state` (a `TrainingState`), its vector envs' `_autoreset_mode`, calls
+    `_set_action_mapping` and implements `_assign_tasks(venv, tasks)` and
+    `train_step(tasks, ...)`.
     """
+
+    _autoreset_mode = None
+
+    def _vector_env(self, env, n):
+        key = (id(env), n)
+        if key not in self._venvs:
+            self._venvs[key] = vector_task_env(env, n, self.horizon, self._autoreset_mode)
+        return self._venvs[key]
+
+    def _rollout(self, env, tasks, rows, steps, seed, act, observe=None, **buffer_options):
+        """Steps one vector env of `len(tasks) * rows` rows with `act` until every row is full.
+
+        Row `(t, e)` runs task `t`. The env resets with `seed`, and step `h` samples with
+        the stateless seed `[seed, h]`, so a rollout is a pure function of the weights,
+        the tasks and `seed`.
+
+        Args:
+            env: The task environment the vector env is built from.
+            tasks: Tasks, each repeated over `rows` rows.
+            rows: Rows per task (`num_envs` of the buffer).
+            steps: Steps stored per row (the buffer's horizon).
+            seed: Sampling seed.
+            act: Function of `(observations [n, ...], seed int64 [2])` returning the
+                policy's actions `[n, ...]` as NumPy, in policy units.
+            observe: Optional function of `(actions, rewards, dones, valid)` called after
+                every step, `valid` being the rows the buffer recorded it for (the policy's
+                memory moves on only there).
+            **buffer_options: Further `RolloutBuffer.for_env` arguments.
+
+        Returns:
+            The filled `RolloutBuffer`.
+        """
+        num_tasks = len(tasks)
+        venv = self._vector_env(env, num_tasks * rows)
+        self._assign_tasks(venv, [task for task in tasks for _ in range(rows)])
+        buffer = RolloutBuffer.for_env(venv, num_tasks, rows, steps, **buffer_options)
+        obs, _ = venv.reset(seed=int(seed % (2**31)))
+        step_seed = int(seed % (2**31 - 1))
+        # Reset steps (NEXT_STEP) and finished rows are not recorded: twice the steps bounds the loop.
+        for h in range(2 * steps + 1):
+            actions = act(obs, tf.constant([step_seed, h], tf.int64))
+            nxt, rewards, terminated, truncated, infos = venv.step(self.env_actions(actions))
+            valid = buffer.add(obs, actions, rewards, terminated, truncated, nxt, infos)
+            if observe is not None:
+                observe(actions, rewards, np.asarray(terminated) | np.asarray(truncated),
+                        np.asarray(valid).reshape(-1))
+            obs = nxt
+            if buffer.finished:
+                break
+        return buffer
 
     @staticmethod
     def _spaces(env):

@@ -11,8 +11,7 @@ from gymnasium.vector import AutoresetMode
 from keras_meta import inner, ops
 from keras_meta.ops.finite import apply_if_finite
 from keras_meta.rl._loop import RLLearner, TrainingState
-from keras_meta.rl.buffer import RolloutBuffer
-from keras_meta.rl.envs import _find_attr, as_task_env, vector_task_env
+from keras_meta.rl.envs import _find_attr, as_task_env
 from keras_meta.rl.objectives import ppo, trpo
 
 Batch = collections.namedtuple("Batch", ["observations", "actions", "advantages", "masks", "steps"])
@@ -162,11 +161,7 @@ class MAMLRL(RLLearner):
     # ----------------------------------------------------------------- environments
     _task_env = staticmethod(as_task_env)
 
-    def _vector_env(self, env, n):
-        key = (id(env), n)
-        if key not in self._venvs:
-            self._venvs[key] = vector_task_env(env, n, self.horizon, AutoresetMode.NEXT_STEP)
-        return self._venvs[key]
+    _autoreset_mode = AutoresetMode.NEXT_STEP
 
     @staticmethod
     def _assign_tasks(venv, tasks):
@@ -311,24 +306,15 @@ class MAMLRL(RLLearner):
         Returns:
             A filled `RolloutBuffer` with one episode per (task, env) row.
         """
-        env = self.env if env is None else env
         num_tasks = len(tasks)
-        venv = self._vector_env(env, num_tasks * episodes)
-        self._assign_tasks(venv, [task for task in tasks for _ in range(episodes)])
-        buffer = RolloutBuffer.for_env(venv, num_tasks, episodes, self.horizon, max_episodes_per_env=1)
-        obs, _ = venv.reset(seed=int(seed % (2**31)))
-        step_seed = int(seed % (2**31 - 1))
-        for h in range(2 * self.horizon + 1):
-            obs_t = tf.constant(np.asarray(obs, np.float32).reshape((num_tasks, episodes, -1)))
-            actions = self._act_fn(stacked, obs_t, tf.constant([step_seed, h], tf.int64), deterministic).numpy()
-            flat_actions = actions.reshape((num_tasks * episodes,) + actions.shape[2:])
-            env_actions = self.env_actions(flat_actions)
-            nxt, rewards, terminated, truncated, infos = venv.step(env_actions)
-            buffer.add(obs, flat_actions, rewards, terminated, truncated, nxt, infos)
-            obs = nxt
-            if buffer.finished:
-                break
-        return buffer
+
+        def act(obs, seed):
+            obs = tf.constant(np.asarray(obs, np.float32).reshape((num_tasks, episodes, -1)))
+            actions = self._act_fn(stacked, obs, seed, deterministic).numpy()
+            return actions.reshape((num_tasks * episodes,) + actions.shape[2:])
+
+        return self._rollout(self.env if env is None else env, tasks, episodes, self.horizon, seed, act,
+                             max_episodes_per_env=1)
 
     def process(self, buffer):
         """Baseline fit, GAE and per-task advantage normalisation of a filled buffer.

@@ -18,8 +18,7 @@ from gymnasium.vector import AutoresetMode
 from keras_meta import ops
 from keras_meta.ops.finite import apply_if_finite
 from keras_meta.rl._loop import RLLearner, TrainingState
-from keras_meta.rl.buffer import RolloutBuffer
-from keras_meta.rl.envs import _find_attr, as_task_env, vector_task_env
+from keras_meta.rl.envs import _find_attr, as_task_env
 from keras_meta.rl.objectives import ppo
 from keras_meta.rl.policies import gaussian_entropy, gaussian_log_prob
 from keras_meta.rl.rl2_inputs import PreviousStep, trial_inputs
@@ -392,12 +391,8 @@ class RL2(RLLearner):
     # ----------------------------------------------------------------- environments
     _task_env = staticmethod(as_task_env)
 
-    def _vector_env(self, env, n):
-        key = (id(env), n)
-        if key not in self._venvs:
-            # SAME_STEP: no reset steps, so every vector step is a policy step.
-            self._venvs[key] = vector_task_env(env, n, self.horizon, AutoresetMode.SAME_STEP)
-        return self._venvs[key]
+    # SAME_STEP: no reset steps, so every vector step is a policy step.
+    _autoreset_mode = AutoresetMode.SAME_STEP
 
     def _assign_tasks(self, venv, tasks):
         if hasattr(venv, "set_tasks"):
@@ -458,33 +453,31 @@ class RL2(RLLearner):
                                                                              ept * self.horizon)
         num_tasks, e = len(tasks), _positive_int(trials_per_task, "trials_per_task")
         n = num_tasks * e
-        venv = self._vector_env(env, n)
-        self._assign_tasks(venv, [task for task in tasks for _ in range(e)])
-        buffer = RolloutBuffer.for_env(venv, num_tasks, e, steps, episodes_per_trial=ept,
-                                       max_episodes_per_env=ept)
-        obs, _ = venv.reset(seed=int(seed % (2**31)))
         policy = self.policy
         state = np.zeros([n, policy.units], np.float32)
         prev = PreviousStep(policy, n)
         states = np.zeros([n, steps, policy.units], np.float32) if record_states else None
-        step_seed = int(seed % (2**31 - 1))
-        for h in range(2 * steps + 1):
-            actions, new_state = self._act_fn(prev.inputs(obs), tf.constant(state),
-                                              tf.constant([step_seed, h], tf.int64), deterministic)
-            actions, new_state = actions.numpy(), new_state.numpy()
-            env_actions = self.env_actions(actions)
-            lengths = buffer.data()["lengths"].reshape(n).copy() if record_states else None
-            nxt, rewards, terminated, truncated, infos = venv.step(env_actions)
-            valid = np.asarray(buffer.add(obs, actions, rewards, terminated, truncated, nxt, infos)).reshape(n)
-            # Steps the buffer skips (NEXT_STEP reset steps, finished rows) leave memory untouched.
+        lengths = np.zeros(n, np.int64)
+        new_state = None
+
+        def act(obs, seed):
+            nonlocal new_state
+            actions, new_state = self._act_fn(prev.inputs(obs), tf.constant(state), seed, deterministic)
+            new_state = new_state.numpy()
+            return actions.numpy()
+
+        def observe(actions, rewards, dones, valid):
+            nonlocal state
+            # Steps the buffer skips (finished rows) leave memory untouched.
             state = np.where(valid[:, None], new_state, state)
-            prev.record(actions, rewards, np.asarray(terminated) | np.asarray(truncated), valid)
+            prev.record(actions, rewards, dones, valid)
             if record_states:
                 rows = np.flatnonzero(valid)
                 states[rows, lengths[rows]] = new_state[rows]
-            obs = nxt
-            if buffer.finished:
-                break
+                lengths[rows] += 1
+
+        buffer = self._rollout(env, tasks, e, steps, seed, act, observe, episodes_per_trial=ept,
+                               max_episodes_per_env=ept)
         if record_states:
             return buffer, states.reshape(num_tasks, e, steps, policy.units)
         return buffer
