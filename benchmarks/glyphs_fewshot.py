@@ -21,6 +21,32 @@ import keras_meta as km
 PAPER = {5: dict(inner_lr=0.4, train_steps=1, test_steps=3),
          20: dict(inner_lr=0.1, train_steps=5, test_steps=5)}
 LEARNERS = {"maml": km.MAML, "fomaml": km.FOMAML, "reptile": km.Reptile, "meta_sgd": km.MetaSGD}
+# Held-out tasks are drawn in meta-batches of this size with this seed, the same for
+# every learner and script.
+EVAL_BATCH, EVAL_SEED = 20, 12345
+
+
+def episodes(ways, queries):
+    """The glyph data and its 1-shot `(background, evaluation)` task distributions."""
+    data = km.datasets.glyphs()
+    kwargs = dict(ways=ways, shots=1, queries=queries)
+    train = km.tasks.FewShotClassification(data.images, data.labels,
+                                           split=data.split("background"), **kwargs)
+    test = km.tasks.FewShotClassification(data.images, data.labels,
+                                          split=data.split("evaluation"), **kwargs)
+    return data, train, test
+
+
+def held_out(learner, test, steps, tasks):
+    """`learner.evaluate` on `tasks` (rounded down to whole meta-batches) held-out tasks.
+
+    Returns:
+        `(result, tasks)`: the per-step results and the number of tasks evaluated.
+    """
+    batches = max(1, tasks // EVAL_BATCH)
+    result = learner.evaluate(test, steps=steps, meta_batch_size=EVAL_BATCH,
+                              num_batches=batches, seed=EVAL_SEED)
+    return result, batches * EVAL_BATCH
 
 
 def main():
@@ -40,12 +66,7 @@ def main():
 
     paper = PAPER[args.ways]
     train_steps = args.train_steps or paper["train_steps"]
-    data = km.datasets.glyphs()
-    episodes = dict(ways=args.ways, shots=1, queries=args.queries)
-    train = km.tasks.FewShotClassification(data.images, data.labels,
-                                           split=data.split("background"), **episodes)
-    test = km.tasks.FewShotClassification(data.images, data.labels,
-                                          split=data.split("evaluation"), **episodes)
+    data, train, test = episodes(args.ways, args.queries)
     keras.utils.set_random_seed(args.seed)
     learner = LEARNERS[args.learner](km.models.conv4(args.ways, data.image_shape, args.filters),
                                      inner_lr=paper["inner_lr"], inner_steps=train_steps)
@@ -55,13 +76,11 @@ def main():
                 steps_per_epoch=max(1, args.iterations // 10), seed=args.seed, verbose=2)
     seconds = time.perf_counter() - start
     steps = sorted({0, 1, paper["test_steps"]})
-    batches = max(1, args.eval_tasks // 20)
-    result = learner.evaluate(test, steps=steps, meta_batch_size=20, num_batches=batches,
-                              seed=12345)
+    result, evaluated = held_out(learner, test, steps, args.eval_tasks)
     print(f"\n{args.learner} glyphs {args.ways}-way 1-shot, {args.queries} queries: "
           f"{int(learner.task_step.numpy())} meta-iterations x {args.meta_batch_size} tasks, "
           f"conv4/{args.filters} filters, inner lr {paper['inner_lr']}, {train_steps} train "
-          f"step(s), train {seconds:.0f} s; {batches * 20} held-out tasks")
+          f"step(s), train {seconds:.0f} s; {evaluated} held-out tasks")
     for s in steps:
         r = result[s]
         print(f"  {s} steps: accuracy {r['accuracy']:.3f} ± {r['accuracy_ci95']:.3f} (95% CI)")
