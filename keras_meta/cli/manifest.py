@@ -13,9 +13,17 @@ def write_manifest(out, family, learner_file, config):
 
 
 def read_manifest(run_dir):
+    """The run's manifest; its `learner_file` must name a file inside `run_dir`.
+
+    Raises:
+        ValueError: For a manifest whose `learner_file` leaves the run folder (an absolute
+            path, `..`, or a symbolic link out of it), before anything is loaded.
+    """
     manifest = run_dir / MANIFEST
     if manifest.exists():
-        return json.loads(manifest.read_text())
+        content = json.loads(manifest.read_text())
+        _check_inside(run_dir, content.get("learner_file"))
+        return content
     # Runs saved before run.json existed: infer the family from maml_<family>.keras.
     for family in ("sinusoid", "glyphs"):
         if (run_dir / f"maml_{family}.keras").exists():
@@ -23,3 +31,17 @@ def read_manifest(run_dir):
     raise FileNotFoundError(
         f"Expected {run_dir / MANIFEST} (written by `keras-meta train`) or a maml_<family>.keras file. "
         f"Received: run_dir={str(run_dir)!r} containing {sorted(p.name for p in run_dir.iterdir())}")
+
+
+def _check_inside(run_dir, learner_file):
+    root = pathlib.Path(run_dir).resolve()
+    if not isinstance(learner_file, str) or not learner_file:
+        raise ValueError(f"Expected `learner_file` in {pathlib.Path(run_dir) / MANIFEST} to name a "
+                         f"file in the run folder. Received: learner_file={learner_file!r}")
+    target = (root / learner_file).resolve()
+    if root not in target.parents:
+        raise ValueError(
+            f"Expected `learner_file` in {pathlib.Path(run_dir) / MANIFEST} to stay inside the run "
+            f"folder {str(root)!r}. Received: learner_file={learner_file!r} (resolves to "
+            f"{str(target)!r})")
+

@@ -242,19 +242,40 @@ def prepare(tasks, meta_batch_size, seed, replicas):
 
 
 def validation_source(tasks, meta_batch_size, batches, seed):
-    """The validation data `fit` hands Keras for `validation_tasks`."""
+    """The validation data `fit` hands Keras for `validation_tasks`, and an example batch."""
     if isinstance(tasks, TaskDistribution):
         batches = DEFAULT_VALIDATION_BATCHES if batches is None else check_positive_int(
             batches, "validation_batches")
-        example = tasks.sample(1, 0)
-        check_task_shapes(as_task_batch(example, "validation_tasks.sample(...)"),
-                          "validation_tasks")
-        return sampled_dataset(tasks, meta_batch_size, batches, seed ^ 0x5A5A)
+        example = as_task_batch(tasks.sample(1, 0), "validation_tasks.sample(...)")
+        check_task_shapes(example, "validation_tasks")
+        return sampled_dataset(tasks, meta_batch_size, batches, seed ^ 0x5A5A), example
     if isinstance(tasks, tf.data.Dataset):
-        check_task_shapes(as_task_batch(tasks.element_spec, "validation_tasks"),
-                          "validation_tasks")
-        return tasks
-    return tf.data.Dataset.from_tensors(pool_of(tasks, "validation_tasks"))
+        example = as_task_batch(tasks.element_spec, "validation_tasks")
+        check_task_shapes(example, "validation_tasks")
+        return tasks, example
+    pool = pool_of(tasks, "validation_tasks")
+    return tf.data.Dataset.from_tensors(pool), pool
+
+
+def check_finite(dataset, name):
+    """Refuses an endless dataset where nothing else bounds the number of batches."""
+    if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            f"Expected a finite `{name}` dataset here (an endless one would never finish), or "
+            f"`steps_per_epoch`/`steps` to bound it. Received: {name} with infinite cardinality")
+
+
+def check_matching(reference, other, name):
+    """Refuses tasks whose examples differ in shape or kind from the training tasks'."""
+    for field in TaskBatch._fields:
+        a, b = getattr(reference, field), getattr(other, field)
+        same_kind = tf.as_dtype(a.dtype).is_floating == tf.as_dtype(b.dtype).is_floating
+        if tuple(a.shape[2:]) != tuple(b.shape[2:]) or not same_kind:
+            raise ValueError(
+                f"Expected `{name}.{field}` to hold examples like the training tasks' "
+                f"(shape {tuple(a.shape[2:])}, dtype {tf.as_dtype(a.dtype).name}). Received: "
+                f"{name}.{field} with examples of shape {tuple(b.shape[2:])}, dtype "
+                f"{tf.as_dtype(b.dtype).name}")
 
 
 def evaluation_batches(tasks, meta_batch_size, num_batches, seed):

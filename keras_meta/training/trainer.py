@@ -711,10 +711,17 @@ class MetaTrainer(keras.Model):
                 f"steps_per_execution={self.steps_per_execution}. Received: "
                 f"steps_per_epoch={steps_per_epoch}"
             )
+        if steps_per_epoch is None and isinstance(tasks, tf.data.Dataset):
+            sources.check_finite(tasks, "tasks")
+        if (kwargs.get("validation_steps") is None
+                and isinstance(validation_tasks, tf.data.Dataset)):
+            sources.check_finite(validation_tasks, "validation_tasks")
         validation_data = None
         if validation_tasks is not None:
-            validation_data = sources.validation_source(validation_tasks, meta_batch_size,
-                                                        validation_batches, seed)
+            validation_data, validation_example = sources.validation_source(
+                validation_tasks, meta_batch_size, validation_batches, seed)
+            self._check_against_model(validation_example, "validation_tasks")
+            sources.check_matching(example, validation_example, "validation_tasks")
         self._resolve_loss_and_metrics(tasks, example)
         self._resolve_execution()
         # The train function samples with the meta-batch size and seed it was traced with.
@@ -769,7 +776,21 @@ class MetaTrainer(keras.Model):
                 "Expected `steps` to be a list of adaptation-step counts (e.g. [0, 1, 5]) or "
                 f"Keras's int number of batches. Received: steps={steps!r}"
             )
-        if isinstance(x, TaskDistribution):
+        if not isinstance(x, TaskDistribution):
+            # A dataset or pool of tasks: Keras iterates it; the loss and execution mode must
+            # be resolved as `fit` would (a learner evaluated right after `compile`).
+            if isinstance(x, tf.data.Dataset):
+                if steps is None:
+                    sources.check_finite(x, "x")
+                example = sources.as_task_batch(x.element_spec, "x")
+            else:
+                example = x = sources.pool_of(x, "x")
+            sources.check_task_shapes(example, "x")
+            self._check_against_model(example, "x")
+            if self._loss_fn is None:
+                self._resolve_loss_and_metrics(x, example)
+            self._resolve_execution()
+        else:
             example = sources.as_task_batch(x.sample(1, 0), "x.sample(...)")
             sources.check_task_shapes(example, "x")
             self._resolve_loss_and_metrics(x, example)
