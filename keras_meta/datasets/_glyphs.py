@@ -112,7 +112,11 @@ def glyphs(
     default size) and writes it atomically to `cache_dir` (an 8 MB compressed
     `.npz` whose name holds a hash of the arguments); later calls load the file
     in well under a second. A cache file that fails to load, or whose checksum
-    does not match its contents, is rebuilt with a warning.
+    does not match its contents, is rebuilt with a warning. A cache that cannot
+    be written (read-only or invalid `KERAS_META_HOME`, full disk) costs only
+    time: the built dataset is returned with a `CacheWarning`. Temporary files
+    of a killed build are deleted by a later call once unmodified for an hour;
+    younger ones may belong to a concurrent build and are kept.
 
     Args:
         cache_dir: Directory of the cache file. Defaults to
@@ -136,6 +140,9 @@ def glyphs(
     Raises:
         TypeError: If an argument has the wrong type.
         ValueError: If an argument is out of range or names an unknown font.
+
+    Warns:
+        CacheWarning: If the cache file could not be written.
 
     Example:
 
@@ -166,6 +173,9 @@ def glyphs(
     digest = _io.checksum(np.frombuffer(params_json.encode(), dtype=np.uint8))[:16]
     cache_dir = _io.default_cache_dir() if cache_dir is None else os.fspath(cache_dir)
     path = os.path.join(cache_dir, f"glyphs-v{FORMAT_VERSION}-{digest}.npz")
+    # Every call, hit or miss: debris of a killed build of any glyphs configuration
+    # would otherwise stay forever once its own configuration is cached or unused.
+    _io.remove_stale_temporaries(cache_dir, "glyphs-v*.npz")
 
     if os.path.exists(path):
         dataset, problem = _read_cache(path, params_json)
@@ -177,7 +187,7 @@ def glyphs(
     arrays = _dataset_arrays(dataset)
     arrays["params"] = np.asarray(params_json)
     arrays["checksum"] = np.asarray(_content_checksum(arrays))
-    _io.atomic_save_npz(path, arrays)
+    _io.save_cache(path, arrays)
     return dataset
 
 

@@ -1,12 +1,27 @@
 """Cache location, atomic `.npz` writes and a dependency-free progress bar."""
 
+import fnmatch
+import glob
 import hashlib
 import os
 import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
+
+# A temporary of `atomic_save_npz` not modified for this long is debris of a killed
+# write. A live write only exists for the final serialisation (seconds, the build
+# itself runs in memory) and touches its file continuously, so an hour leaves a
+# wide margin for slow disks while debris never outlives the next call by more.
+STALE_TEMPORARY_SECONDS = 3600.0
+# `atomic_save_npz` names its temporary ".<name>.<random>.tmp" next to <name>.
+_TEMPORARY_PREFIX = ".%s."
+
+
+class CacheWarning(UserWarning):
+    """A dataset cache could not be written; the data is returned uncached."""
 
 
 def default_cache_dir():
@@ -34,9 +49,9 @@ def atomic_save_npz(path, arrays):
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(
-        prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory
-    )
+    name = os.path.basename(path)
+    remove_stale_temporaries(directory, glob.escape(name))
+    fd, tmp_path = tempfile.mkstemp(prefix=_TEMPORARY_PREFIX % name, suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as file:
             write_npz(file, arrays)
@@ -52,6 +67,63 @@ def atomic_save_npz(path, arrays):
         except FileNotFoundError:
             pass
         raise
+
+
+def save_cache(path, arrays):
+    """`atomic_save_npz` for a cache: a failed write warns instead of raising.
+
+    A cache only saves time, so a home that is read-only, full, or not a
+    directory must not cost the caller the data it has just built.
+
+    Returns:
+        Whether `path` was written.
+
+    Warns:
+        CacheWarning: If the file system refused the write (any `OSError`).
+    """
+    try:
+        atomic_save_npz(path, arrays)
+    except OSError as error:
+        warnings.warn(
+            f"Could not write the dataset cache {path!r} ({type(error).__name__}: {error}); "
+            "returning the data uncached, it will be built again next time. Set "
+            "KERAS_META_HOME (or pass cache_dir=) to a writable directory to keep it.",
+            CacheWarning,
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
+def remove_stale_temporaries(directory, pattern, max_age=STALE_TEMPORARY_SECONDS):
+    """Deletes `atomic_save_npz` temporaries of files matching `pattern` in `directory`.
+
+    Only temporaries unmodified for `max_age` seconds go (see
+    `STALE_TEMPORARY_SECONDS`); a concurrent writer's fresh one is left alone.
+    Best effort: a missing or read-only directory, or a file removed by another
+    process meanwhile, is not an error.
+
+    Args:
+        directory: Directory to sweep.
+        pattern: `fnmatch` pattern of the destination file names, e.g. `"glyphs-v*.npz"`.
+        max_age: Seconds since the last modification after which a temporary is stale.
+    """
+    temporary = (_TEMPORARY_PREFIX % pattern) + "*.tmp"
+    cutoff = time.time() - max_age
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if (
+                fnmatch.fnmatchcase(entry.name, temporary)
+                and entry.is_file(follow_symlinks=False)
+                and entry.stat(follow_symlinks=False).st_mtime < cutoff
+            ):
+                os.unlink(entry.path)
+        except OSError:
+            pass
 
 
 def checksum(*arrays):
