@@ -272,3 +272,24 @@ class RolloutBuffer:
 
     def __len__(self):
         return len(self._core)
+
+
+def standardize_advantages(advantages, masks, axis=None):
+    """Advantages shifted and scaled to mean 0 and std 1 over the unmasked steps, zero elsewhere.
+
+    `(A - mean) / (std + 1e-8) * m`, mean and (population) std taken over the steps where
+    `m` is 1, per slice along the axes not in `axis`.
+
+    Args:
+        advantages: float32 `[T, E, H]`.
+        masks: `[T, E, H]`, 1 for recorded steps.
+        axis: Axes the statistics run over: None for the whole batch (RL²), `(1, 2)`
+            for each task on its own (MAML-RL).
+
+    Returns:
+        float32 `[T, E, H]`.
+    """
+    n = np.maximum(masks.sum(axis=axis, keepdims=True), 1.0)
+    mean = (advantages * masks).sum(axis=axis, keepdims=True) / n
+    std = np.sqrt((((advantages - mean) * masks) ** 2).sum(axis=axis, keepdims=True) / n)
+    return ((advantages - mean) / (std + 1e-8) * masks).astype(np.float32)

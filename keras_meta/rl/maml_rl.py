@@ -11,6 +11,7 @@ from gymnasium.vector import AutoresetMode
 from keras_meta import inner, ops
 from keras_meta.ops.finite import apply_if_finite
 from keras_meta.rl._loop import RLLearner, TrainingState
+from keras_meta.rl.buffer import standardize_advantages
 from keras_meta.rl.envs import _find_attr, as_task_env
 from keras_meta.rl.objectives import ppo, trpo
 
@@ -329,10 +330,7 @@ class MAMLRL(RLLearner):
         adv, _ = buffer.gae(values.numpy(), next_values.numpy(), self.gamma, self.gae_lambda)
         masks = d["masks"]
         if self.normalize_advantages:
-            n = np.maximum(masks.sum(axis=(1, 2), keepdims=True), 1.0)
-            mean = (adv * masks).sum(axis=(1, 2), keepdims=True) / n
-            std = np.sqrt((((adv - mean) * masks) ** 2).sum(axis=(1, 2), keepdims=True) / n)
-            adv = ((adv - mean) / (std + 1e-8) * masks).astype(np.float32)
+            adv = standardize_advantages(adv, masks, axis=(1, 2))
         obs = d["observations"].reshape(d["observations"].shape[:3] + (-1,))
         return Batch(tf.constant(obs), tf.constant(d["actions"]), tf.constant(adv), tf.constant(masks),
                      tf.constant(d["episode_steps"]))

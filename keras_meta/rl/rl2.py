@@ -18,6 +18,7 @@ from gymnasium.vector import AutoresetMode
 from keras_meta import ops
 from keras_meta.ops.finite import apply_if_finite
 from keras_meta.rl._loop import RLLearner, TrainingState
+from keras_meta.rl.buffer import standardize_advantages
 from keras_meta.rl.envs import _find_attr, as_task_env
 from keras_meta.rl.objectives import ppo
 from keras_meta.rl.policies import gaussian_entropy, gaussian_log_prob
@@ -500,10 +501,7 @@ class RL2(RLLearner):
         returns = (returns * self.reward_scale).astype(np.float32)
         masks = np.asarray(d["masks"], np.float32)
         if self.normalize_advantages:
-            count = max(masks.sum(), 1.0)
-            mean = (adv * masks).sum() / count
-            std = np.sqrt((((adv - mean) * masks) ** 2).sum() / count)
-            adv = ((adv - mean) / (std + 1e-8) * masks).astype(np.float32)
+            adv = standardize_advantages(adv, masks)
         n, h = inputs.shape[:2]
         actions = np.asarray(d["actions"]).reshape((n, h) if self.policy.discrete else (n, h, -1))
         old_log_probs = self.policy.log_prob(dist, tf.constant(actions))
