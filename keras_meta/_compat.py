@@ -73,3 +73,13 @@ def batch_norm_moments(layer, inputs, mask):
         raise _missing("keras.layers.BatchNormalization._moments")
     return moments(inputs, mask)
 
+
+def is_graph_model(model):
+    """Whether `model` is Sequential or Functional (what `clone_model` can rebuild layer by
+    layer); Keras's `Functional` class is private."""
+    try:
+        from keras.src.models.functional import Functional
+    except ImportError:
+        raise _missing("keras.src.models.functional.Functional") from None
+    return isinstance(model, (keras.Sequential, Functional))
+

@@ -74,4 +74,11 @@ def check_model(model):
             f"model={model.name!r} with built={model.built} and "
             f"{len(model.trainable_variables)} trainable weights"
         )
+    inputs, outputs = getattr(model, "inputs", None), getattr(model, "outputs", None)
+    if (inputs and len(inputs) > 1) or (outputs and len(outputs) > 1):
+        raise ValueError(
+            "Expected a model with one input and one output (a task's examples and targets "
+            "are single arrays). Received: model="
+            f"{model.name!r} with {len(inputs or [])} inputs and {len(outputs or [])} outputs"
+        )
     return model

@@ -2,6 +2,7 @@
 
 import contextlib
 import threading
+import warnings
 
 import keras
 import tensorflow as tf
@@ -70,14 +71,26 @@ class BatchStatisticsNormalization(keras.layers.BatchNormalization):
 
 def with_batch_statistics(model):
     """A clone of `model` (same weights) whose BatchNormalization layers are
-    `BatchStatisticsNormalization`."""
+    `BatchStatisticsNormalization` (Sequential and Functional models; a subclassed model is
+    cloned as is, with a warning if it has BatchNorm layers)."""
 
     def clone(layer):
         if type(layer) is keras.layers.BatchNormalization:
             return BatchStatisticsNormalization.from_config(layer.get_config())
         return layer.__class__.from_config(layer.get_config())
 
-    copy = keras.models.clone_model(model, clone_function=clone)
+    if _compat.is_graph_model(model):
+        copy = keras.models.clone_model(model, clone_function=clone)
+    else:
+        # A subclassed model is rebuilt from its config; its layers cannot be swapped.
+        copy = keras.models.clone_model(model)
+        if any(type(layer) is keras.layers.BatchNormalization
+               for layer in _compat.flatten_layers(copy)):
+            warnings.warn(
+                f"The adapted copy of subclassed model {model.name!r} normalises with its "
+                "BatchNorm moving statistics in inference, not with the batch statistics the "
+                "learner adapts and evaluates with; call it with training=True to match.",
+                stacklevel=3)
     copy.set_weights(model.get_weights())
     return copy
 

@@ -4,6 +4,8 @@ Meta-learners never assign inner-loop weights into variables: assignment cuts th
 second-order graph. They call `model.stateless_call` with weight tensors instead.
 """
 
+import inspect
+
 import keras
 import tensorflow as tf
 
@@ -33,9 +35,16 @@ def forward(model, trainable_values, non_trainable_values, x, training=True):
     Returns:
         `(outputs, non_trainable_values)` as `model.stateless_call` returns them.
     """
-    return model.stateless_call(
-        list(trainable_values), list(non_trainable_values), x, training=training
-    )
+    # stateless_call hands `training` to `call` as is; a model whose `call` takes no
+    # `training` argument (as Keras's own `__call__` allows) gets none.
+    kwargs = {"training": training} if accepts_training(model) else {}
+    return model.stateless_call(list(trainable_values), list(non_trainable_values), x, **kwargs)
+
+
+def accepts_training(model):
+    """Whether `model.call` takes a `training` argument."""
+    parameters = inspect.signature(model.call).parameters.values()
+    return any(p.name == "training" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def variable_values(variables):

@@ -6,6 +6,7 @@ A meta-step maps a per-task function over the tasks of a meta-batch, either in a
 XLA.
 """
 
+import keras
 import tensorflow as tf
 
 from keras_meta import _compat
@@ -16,6 +17,10 @@ CHOICES = (True, False, "auto")
 
 def has_convolutions(model):
     return any("conv" in type(layer).__name__.lower() for layer in _compat.flatten_layers(model))
+
+
+def has_recurrence(model):
+    return any(isinstance(layer, keras.layers.RNN) for layer in _compat.flatten_layers(model))
 
 
 def resolve(jit_request, vectorize_request, model):
@@ -29,10 +34,18 @@ def resolve(jit_request, vectorize_request, model):
     """
     check_choice(jit_request, "jit_compile", CHOICES)
     check_choice(vectorize_request, "vectorize", CHOICES)
+    recurrent = has_recurrence(model)
+    if vectorize_request is True and recurrent:
+        # pfor cannot vectorize the while loop of a Keras RNN layer over tasks ("`dtype`
+        # variant is not compatible with int64").
+        raise ValueError(
+            "Expected vectorize=False or 'auto' for a model with recurrent layers (tf.vectorized_map "
+            "cannot vectorize their loop over tasks; 'auto' runs them in the task loop). "
+            "Received: vectorize=True")
     on_gpu = bool(tf.config.list_logical_devices("GPU"))
     convolutional = has_convolutions(model)
     jit = on_gpu or not convolutional if jit_request == "auto" else jit_request
-    vectorize = not convolutional if vectorize_request == "auto" else vectorize_request
+    vectorize = not (convolutional or recurrent) if vectorize_request == "auto" else vectorize_request
     return bool(jit), bool(vectorize)
 
 

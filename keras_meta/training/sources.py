@@ -164,7 +164,7 @@ class InGraphSampler:
         """
 
         def sample(first, count):
-            batches = [self.draw(int(first) + k) for k in range(int(count))]
+            batches = [self._checked(int(first) + k) for k in range(int(count))]
             return tuple(np.stack([np.asarray(batch[j], dtype=s.dtype.as_numpy_dtype)
                                    for batch in batches])
                          for j, s in enumerate(self.spec))
@@ -174,6 +174,19 @@ class InGraphSampler:
         for value, s in zip(values, self.spec):
             value.set_shape(tf.TensorShape([None]).concatenate(s.shape))
         return TaskBatch(*values)
+
+    def _checked(self, step):
+        """Step `step`'s meta-batch, refused with a clear error where its shapes differ
+        from the first draw's (the compiled step is built for those)."""
+        batch = as_task_batch(self.draw(step), "tasks.sample(...)")
+        for field, value, s in zip(TaskBatch._fields, batch, self.spec):
+            shape = np.shape(value)
+            if tuple(shape) != tuple(s.shape):
+                raise ValueError(
+                    f"Expected every meta-batch to keep the shapes of the first: "
+                    f"{field}.shape={tuple(s.shape)}. Received: {field}.shape={tuple(shape)} at "
+                    f"step {step}")
+        return batch
 
     def sample_replica_share(self, first_step, replica_context):
         """This replica's share of step `first_step`'s meta-batch.
