@@ -23,7 +23,7 @@ _NAMES = {
     "MetaWorldML1": "metaworld",
     "Navigation2D": "envs",
     "RL2": "rl2",
-    "RL2Policy": "rl2",
+    "RL2Policy": "policies",
     "RolloutBuffer": "buffer",
     "TaskEnv": "envs",
     "TrainingState": "_loop",

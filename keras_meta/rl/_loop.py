@@ -13,6 +13,12 @@ from keras_meta.rl.buffer import RolloutBuffer
 from keras_meta.rl.envs import vector_task_env
 
 
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"Expected `{name}` to be a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
 @keras.saving.register_keras_serializable(package="keras_meta")
 class TrainingState(keras.Model):
     """Everything an RL meta-learner's training continues from, as one Keras model.

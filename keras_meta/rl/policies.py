@@ -7,14 +7,20 @@ model through `keras_meta.ops.forward` (`model.stateless_call`), so the same cod
 serves the meta-weights, differentiable fast weights in an inner loop, and the adapted
 weights of a cloned policy. Randomness is stateless: `sample(..., seed)` is a pure
 function of its seed (`tf.random.stateless_*`).
+
+`RL2Policy`, the recurrent policy and value function of RL², holds its own weights and
+is stepped with an explicit hidden state instead.
 """
 
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
+from gymnasium import spaces
 
 from keras_meta import ops
+from keras_meta.rl._loop import RLLearner, _positive_int
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -283,3 +289,216 @@ class CategoricalPolicy(_Policy):
     def mode(self, params, obs):
         """The greedy action."""
         return self.mode_from_dist(self.dist_params(params, obs))
+
+
+@keras.saving.register_keras_serializable(package="keras_meta")
+class RL2Policy(keras.Model):
+    """A GRU policy and value function stepped one step at a time with explicit state.
+
+    Per step, `z = encoder(x_t)`, `h_t = GRUCell(z, h_{t-1})`, and the heads give the
+    action distribution (categorical logits, or a diagonal Gaussian mean with a learnable
+    state-independent log-std) and the value `V(h_t)`. The cell is `keras.layers.GRUCell`,
+    a plain-TensorFlow kernel (never cuDNN), so it runs inside `tf.scan` and `tf.function`
+    and exports to a SavedModel.
+
+    The input `x_t` is `concat([obs_t, prev_action, prev_reward, prev_done])`, with the
+    previous action one-hot for discrete actions, `input_dim` wide; `keras_meta.rl.rl2_inputs`
+    builds it.
+
+    Args:
+        observation_dim: Size of the flattened observation.
+        num_actions: Number of discrete actions (categorical policy), or None.
+        action_dim: Size of a continuous action (Gaussian policy), or None.
+        units: GRU state size.
+        hidden_units: Sizes of tanh Dense layers applied before the GRU.
+        log_std_init: Initial log-std of a Gaussian policy.
+        input_scale: None, or four factors `(observation, action, reward, done)` that
+            multiply the four parts of `x_t` at the start of `step` (so sampling and the
+            PPO unroll see the same inputs). Use them to bring the inputs to unit scale:
+            with small actions and rewards (2D navigation: actions within ±0.1, reward
+            changes of a few hundredths per step) the GRU barely sees the reward signal
+            it must adapt from; `(2, 10, 10, 1)` there is what made RL² learn it.
+
+    Raises:
+        ValueError: Unless exactly one of `num_actions` and `action_dim` is given, or for
+            an `input_scale` that is not four finite numbers.
+
+    Example:
+
+    >>> policy = RL2Policy(observation_dim=1, num_actions=2, units=8)
+    >>> state = policy.get_initial_state(3)
+    >>> x = tf.zeros([3, policy.input_dim])
+    >>> dist, value, state = policy.step(x, state)
+    >>> dist.shape, value.shape, state.shape
+    (TensorShape([3, 2]), TensorShape([3]), TensorShape([3, 8]))
+    """
+
+    def __init__(self, observation_dim, num_actions=None, action_dim=None, units=64, hidden_units=(),
+                 log_std_init=0.0, input_scale=None, **kwargs):
+        super().__init__(**kwargs)
+        if (num_actions is None) == (action_dim is None):
+            raise ValueError(
+                "Expected exactly one of `num_actions` (discrete) and `action_dim` (continuous). "
+                f"Received: num_actions={num_actions!r}, action_dim={action_dim!r}")
+        self.observation_dim = _positive_int(observation_dim, "observation_dim")
+        self.discrete = num_actions is not None
+        self.num_actions = None if num_actions is None else _positive_int(num_actions, "num_actions")
+        self.action_dim = None if action_dim is None else _positive_int(action_dim, "action_dim")
+        self.units = _positive_int(units, "units")
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.log_std_init = float(log_std_init)
+        self.action_features = self.num_actions if self.discrete else self.action_dim
+        self.input_dim = self.observation_dim + self.action_features + 2
+        if input_scale is None:
+            self.input_scale, self._input_factors = None, None
+        else:
+            factors = np.asarray(input_scale, np.float64).reshape(-1)
+            if factors.shape != (4,) or not np.all(np.isfinite(factors)):
+                raise ValueError("Expected `input_scale` to be None or four finite factors (observation, action, "
+                                 f"reward, done). Received: input_scale={input_scale!r}")
+            self.input_scale = tuple(float(f) for f in factors)
+            self._input_factors = tf.constant(np.repeat(factors, [self.observation_dim, self.action_features, 1, 1]),
+                                              tf.float32)
+        self.encoder = [keras.layers.Dense(u, activation="tanh", name=f"encoder_{i}")
+                        for i, u in enumerate(self.hidden_units)]
+        self.cell = keras.layers.GRUCell(self.units, name="gru_cell")
+        self.policy_head = keras.layers.Dense(
+            self.action_features, kernel_initializer=keras.initializers.Orthogonal(0.01), name="policy_head")
+        self.value_head = keras.layers.Dense(1, name="value_head")
+        if not self.discrete:
+            self.log_std = self.add_weight(shape=(self.action_dim,), name="log_std",
+                                           initializer=keras.initializers.Constant(self.log_std_init))
+        self.step(tf.zeros([1, self.input_dim]), self.get_initial_state(1))
+        # `step` made every weight; marked built, `.keras` saving knows the model is complete.
+        self.built = True
+
+    @classmethod
+    def for_env(cls, env, units=64, hidden_units=(), log_std_init=0.0, input_scale=None):
+        """A policy matching a gymnasium env's (or vector env's single) spaces.
+
+        Args:
+            env: A gymnasium env or vector env with a Box observation space and a
+                Discrete or Box action space.
+            units, hidden_units, log_std_init, input_scale: As in the constructor.
+
+        Returns:
+            An `RL2Policy`.
+
+        Raises:
+            TypeError: For other action spaces.
+        """
+        obs_space, act_space = RLLearner._spaces(env)
+        obs_dim = int(np.prod(obs_space.shape))
+        if isinstance(act_space, spaces.Discrete):
+            return cls(obs_dim, num_actions=int(act_space.n), units=units, hidden_units=hidden_units,
+                       input_scale=input_scale)
+        if isinstance(act_space, spaces.Box):
+            return cls(obs_dim, action_dim=int(np.prod(act_space.shape)), units=units,
+                       hidden_units=hidden_units, log_std_init=log_std_init, input_scale=input_scale)
+        raise TypeError("Expected a Discrete or Box action space. Received: action space of type "
+                        f"{type(act_space).__name__}")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(observation_dim=self.observation_dim, num_actions=self.num_actions,
+                      action_dim=self.action_dim, units=self.units, hidden_units=list(self.hidden_units),
+                      log_std_init=self.log_std_init,
+                      input_scale=None if self.input_scale is None else list(self.input_scale))
+        return config
+
+    def get_initial_state(self, batch_size):
+        """Zero hidden state `[batch_size, units]` (the state at the start of every trial)."""
+        return tf.zeros([batch_size, self.units])
+
+    def call(self, inputs, training=False):
+        x, state = inputs
+        return self.step(x, state)
+
+    def step(self, x, state):
+        """One recurrent step.
+
+        Args:
+            x: Inputs `[B, input_dim]` (`keras_meta.rl.rl2_inputs.inputs`).
+            state: Hidden state `[B, units]`.
+
+        Returns:
+            `(dist, value, new_state)`: distribution parameters `[B, P]` (logits, or
+            `concat([mean, log_std])`), values `[B]` and the next state `[B, units]`.
+
+        Raises:
+            ValueError: For inputs or a state of another width (a `[B, 1]` input would
+                otherwise be broadcast against `input_scale`).
+        """
+        z = tf.cast(x, tf.float32)
+        state = tf.convert_to_tensor(state)
+        if z.shape[-1] != self.input_dim:
+            raise ValueError(f"Expected `x` to have {self.input_dim} features in the last axis (input_dim). "
+                             f"Received: x.shape={tuple(z.shape)}")
+        if state.shape[-1] != self.units:
+            raise ValueError(f"Expected `state` to have {self.units} units in the last axis. "
+                             f"Received: state.shape={tuple(state.shape)}")
+        if self._input_factors is not None:
+            z = z * self._input_factors
+        for layer in self.encoder:
+            z = layer(z)
+        out, new_state = self.cell(z, state)
+        head = self.policy_head(out)
+        if not self.discrete:
+            head = tf.concat([head, tf.zeros_like(head) + tf.cast(self.log_std, head.dtype)], axis=-1)
+        return head, self.value_head(out)[..., 0], new_state
+
+    def unroll(self, inputs, resets, state=None):
+        """Runs `step` over a sequence, resetting the state where `resets` is true.
+
+        Args:
+            inputs: `[B, T, input_dim]`.
+            resets: Boolean `[B, T]`; where true, the state is set to the initial state
+                before step `t` (trial boundaries).
+            state: Initial state `[B, units]` (default: zeros).
+
+        Returns:
+            `(dist [B, T, P], values [B, T], states [B, T, units])`, `states[:, t]` being
+            the state after step `t`.
+        """
+        inputs = tf.convert_to_tensor(inputs, tf.float32)
+        resets = tf.convert_to_tensor(resets, tf.bool)
+        if state is None:
+            state = self.get_initial_state(tf.shape(inputs)[0])
+        p = self.action_features * (1 if self.discrete else 2)
+        dummy = (tf.zeros([tf.shape(inputs)[0], p]), tf.zeros([tf.shape(inputs)[0]]), state)
+
+        def body(carry, xs):
+            x, reset = xs
+            h = tf.where(reset[:, None], tf.zeros_like(carry[2]), carry[2])
+            return self.step(x, h)
+
+        dist, values, states = tf.scan(
+            body, (tf.transpose(inputs, [1, 0, 2]), tf.transpose(resets, [1, 0])), initializer=dummy)
+        return (tf.transpose(dist, [1, 0, 2]), tf.transpose(values, [1, 0]), tf.transpose(states, [1, 0, 2]))
+
+    def log_prob(self, dist, actions):
+        if self.discrete:
+            log_p = tf.nn.log_softmax(dist)
+            return tf.gather(log_p, tf.cast(actions, tf.int32), axis=-1, batch_dims=len(log_p.shape) - 1)
+        mean, log_std = dist[..., :self.action_dim], dist[..., self.action_dim:]
+        return gaussian_log_prob(mean, log_std, tf.cast(actions, mean.dtype))
+
+    def entropy(self, dist):
+        if self.discrete:
+            log_p = tf.nn.log_softmax(dist)
+            return -tf.reduce_sum(tf.exp(log_p) * log_p, axis=-1)
+        return gaussian_entropy(dist[..., self.action_dim:])
+
+    def sample(self, dist, seed):
+        """Stateless sample: Gumbel-max (discrete) or `mean + std * eps` (continuous)."""
+        if self.discrete:
+            u = tf.random.stateless_uniform(tf.shape(dist), seed=seed, minval=1e-9, maxval=1.0)
+            return tf.argmax(dist - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int64)
+        mean, log_std = dist[..., :self.action_dim], dist[..., self.action_dim:]
+        return mean + tf.exp(log_std) * tf.random.stateless_normal(tf.shape(mean), seed=seed)
+
+    def mode(self, dist):
+        """The greedy (discrete) or mean (continuous) action."""
+        if self.discrete:
+            return tf.argmax(dist, axis=-1, output_type=tf.int64)
+        return dist[..., :self.action_dim]

@@ -3,7 +3,7 @@
 from tf_agents.policies import policy_saver, tf_policy
 
 from keras_meta.integrations.tf_agents.policies import KerasPolicy, RL2KerasPolicy, keras_policy_of
-from keras_meta.rl.rl2 import RL2Policy
+from keras_meta.rl.policies import RL2Policy
 
 
 def export_policy(policy, path, time_step_spec=None, action_spec=None, deterministic=True, seed=0):

@@ -6,7 +6,7 @@ from tf_agents.trajectories import policy_step
 
 from keras_meta.rl import rl2_inputs
 from keras_meta.rl._loop import RLLearner
-from keras_meta.rl.rl2 import RL2Policy
+from keras_meta.rl.policies import RL2Policy
 
 
 def keras_policy_of(policy):
