@@ -45,7 +45,7 @@ def build_parser():
                             "navigation)")
     train.add_argument("--eval-lr", type=float, default=None,
                        help="inner learning rate when adapting to held-out tasks after training "
-                            "(default: 0.01 for sinusoid, 0.4 for glyphs: its training inner "
+                            "(default: 0.01 for sinusoid, 0.1 for glyphs: its training inner "
                             "rate; not navigation)")
     train.add_argument("--seed", type=int, default=0, help="random seed of the whole run (default: 0)")
     train.add_argument("--output", default=None,
