@@ -342,7 +342,6 @@ class MAMLRL(RLLearner):
     def train_step(self, tasks, episodes_per_task=20):
         """One meta-iteration on `tasks`; returns a dict of logs."""
         it = self.iteration
-        self.iteration += 1
         theta = self.policy.weights_list()
         stacked = self._tile(theta, len(tasks))
         batches, logs = [], {}
@@ -362,6 +361,8 @@ class MAMLRL(RLLearner):
             for _ in range(self.ppo_epochs):
                 loss, kl = self._ppo_fn(batches, outer, old_dist)
             logs.update(loss=float(loss), kl=float(kl))
+        # Only now: an iteration that raised leaves the counter, so a retry draws its tasks again.
+        self.iteration = it + 1
         return logs
 
     def trpo_step(self, theta, batches, outer, old_dist):

@@ -315,7 +315,6 @@ class RL2(RLLearner):
     def train_step(self, tasks, trials_per_task=1):
         """One PPO iteration on fresh trials of `tasks`; returns a dict of logs."""
         it = self.iteration
-        self.iteration += 1
         buffer = self.collect(tasks, trials_per_task, seed=self._seed(it, 1))
         per_episode = episode_returns_in_trial(buffer)
         batch = self.process(buffer)
@@ -332,6 +331,8 @@ class RL2(RLLearner):
         logs = {"return": float(per_episode.sum()), "first_episode_return": float(per_episode[0]),
                 "last_episode_return": float(per_episode[-1])}
         logs.update({k: float(np.mean(v)) for k, v in stats.items()})
+        # Only now: an iteration that raised leaves the counter, so a retry draws its tasks again.
+        self.iteration = it + 1
         return logs
 
     def evaluation_probe(self, options):
