@@ -9,6 +9,7 @@ import tensorflow as tf
 from gymnasium import spaces
 
 from keras_meta import _core
+from keras_meta._validation import check_positive_int, check_seed, check_steps
 from keras_meta.rl.buffer import RolloutBuffer
 from keras_meta.rl.envs import vector_task_env
 
@@ -72,6 +73,23 @@ class TrainingState(keras.Model):
         policy = keras.saving.deserialize_keras_object(config.pop("policy"))
         optimizer = config.pop("optimizer", None)
         return cls(policy, None if optimizer is None else keras.optimizers.deserialize(optimizer), **config)
+
+
+def check_tasks(tasks):
+    """Returns `tasks` as a list, refusing an empty or non-sequence one (nothing to sample)."""
+    try:
+        listed = list(tasks)
+    except TypeError:
+        listed = None
+    if not listed:
+        raise ValueError(f"Expected `tasks` to be a non-empty sequence of tasks. Received: tasks={tasks!r}")
+    return listed
+
+
+def check_evaluation(adaptation_episodes, eval_episodes, seed):
+    """The arguments of `evaluate_episodes`, checked (adaptation may take no episodes)."""
+    return (check_steps(adaptation_episodes, "adaptation_episodes", allow_zero=True),
+            check_positive_int(eval_episodes, "eval_episodes"), check_seed(seed))
 
 
 class RLLearner:
@@ -247,6 +265,9 @@ class RLLearner:
 
     def _fit(self, train_step, meta_batch_size, epochs, steps_per_epoch, callbacks, verbose):
         """`keras_style_loop` over `train_step(tasks)` on the tasks of each iteration."""
+        epochs = check_positive_int(epochs, "epochs")
+        steps_per_epoch = check_positive_int(steps_per_epoch, "steps_per_epoch")
+        meta_batch_size = check_positive_int(meta_batch_size, "meta_batch_size")
 
         def step():
             return train_step(self.iteration_tasks(self.iteration, meta_batch_size))

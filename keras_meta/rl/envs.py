@@ -19,6 +19,7 @@ from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode
 
 from keras_meta import _core
+from keras_meta._validation import check_positive_int, check_seed
 from keras_meta._twin import navigation as _navigation_twin
 
 TASK_INTERFACE = ("sample_tasks", "set_task", "get_task")
@@ -168,12 +169,6 @@ class TaskEnv:
         return type(self)(**self._config)
 
 
-def _check_count(n):
-    if int(n) != n or n <= 0:
-        raise ValueError(f"Expected `n` to be a positive integer. Received: n={n!r}")
-    return int(n)
-
-
 class Navigation2D(gymnasium.Env, TaskEnv):
     """The 2D navigation task of MAML (Finn et al., 2017, sec. 5.3).
 
@@ -210,8 +205,8 @@ class Navigation2D(gymnasium.Env, TaskEnv):
         self._steps = 0
 
     def sample_tasks(self, n, seed):
-        rng = np.random.default_rng(seed)
-        goals = rng.uniform(-0.5, 0.5, (_check_count(n), 2)).astype(np.float32)
+        rng = np.random.default_rng(check_seed(seed))
+        goals = rng.uniform(-0.5, 0.5, (check_positive_int(n, "n"), 2)).astype(np.float32)
         return [{"goal": g} for g in goals]
 
     def set_task(self, task):
@@ -319,8 +314,8 @@ class HalfCheetahVel(_MujocoTaskEnv):
     task_key = "velocity"
 
     def sample_tasks(self, n, seed):
-        rng = np.random.default_rng(seed)
-        return [{"velocity": float(v)} for v in rng.uniform(0.0, 2.0, _check_count(n))]
+        rng = np.random.default_rng(check_seed(seed))
+        return [{"velocity": float(v)} for v in rng.uniform(0.0, 2.0, check_positive_int(n, "n"))]
 
     def _task_reward(self, action, info):
         return -abs(info["x_velocity"] - self._task["velocity"]) - 0.05 * np.sum(action**2)
@@ -336,8 +331,8 @@ class HalfCheetahDir(_MujocoTaskEnv):
     task_key = "direction"
 
     def sample_tasks(self, n, seed):
-        rng = np.random.default_rng(seed)
-        return [{"direction": float(d)} for d in rng.choice([-1.0, 1.0], _check_count(n))]
+        rng = np.random.default_rng(check_seed(seed))
+        return [{"direction": float(d)} for d in rng.choice([-1.0, 1.0], check_positive_int(n, "n"))]
 
     def _task_reward(self, action, info):
         return self._task["direction"] * info["x_velocity"] - 0.05 * np.sum(action**2)
@@ -354,8 +349,8 @@ class AntDir(_MujocoTaskEnv):
     task_key = "direction"
 
     def sample_tasks(self, n, seed):
-        rng = np.random.default_rng(seed)
-        return [{"direction": float(d)} for d in rng.choice([-1.0, 1.0], _check_count(n))]
+        rng = np.random.default_rng(check_seed(seed))
+        return [{"direction": float(d)} for d in rng.choice([-1.0, 1.0], check_positive_int(n, "n"))]
 
     def _task_reward(self, action, info):
         contact = -float(info.get("reward_contact", 0.0))
@@ -485,8 +480,8 @@ class BernoulliBandit(gymnasium.Env, TaskEnv):
         self._rng = np.random.default_rng()
 
     def sample_tasks(self, n, seed):
-        rng = np.random.default_rng(seed)
-        n = _check_count(n)
+        rng = np.random.default_rng(check_seed(seed))
+        n = check_positive_int(n, "n")
         if self.dependent:
             q = rng.uniform(0.0, 1.0, n)
             probs = np.stack([q, 1.0 - q], axis=1)

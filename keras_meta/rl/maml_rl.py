@@ -10,7 +10,8 @@ from gymnasium.vector import AutoresetMode
 
 from keras_meta import inner, ops
 from keras_meta.ops.finite import apply_if_finite
-from keras_meta.rl._loop import RLLearner, TrainingState
+from keras_meta._validation import check_learning_rate, check_positive_int, check_seed, check_steps
+from keras_meta.rl._loop import RLLearner, TrainingState, check_evaluation, check_tasks
 from keras_meta.rl.buffer import standardize_advantages
 from keras_meta.rl.envs import _find_attr, as_task_env
 from keras_meta.rl.objectives import ppo, trpo
@@ -126,18 +127,24 @@ class MAMLRL(RLLearner):
         ops.check_tensorflow_backend()
         if outer not in ("trpo", "ppo"):
             raise ValueError(f"Expected `outer` to be 'trpo' or 'ppo'. Received: outer={outer!r}")
-        if int(inner_steps) != inner_steps or inner_steps < 0:
-            raise ValueError(f"Expected `inner_steps` to be a non-negative integer. Received: inner_steps={inner_steps!r}")
+        inner_lr = check_learning_rate(inner_lr, "inner_lr")
+        inner_steps = check_steps(inner_steps, "inner_steps", allow_zero=True)
+        cg_iters = check_positive_int(cg_iters, "cg_iters")
+        ls_max_steps = check_positive_int(ls_max_steps, "ls_max_steps")
+        ppo_epochs = check_positive_int(ppo_epochs, "ppo_epochs")
+        seed = check_seed(seed)
+        if horizon is not None:
+            horizon = check_positive_int(horizon, "horizon")
         self.env = self._task_env(env)
         self.policy = policy
-        self.inner_lr, self.inner_steps, self.outer = float(inner_lr), int(inner_steps), outer
+        self.inner_lr, self.inner_steps, self.outer = inner_lr, inner_steps, outer
         self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
-        self.max_kl, self.cg_iters, self.cg_damping = float(max_kl), int(cg_iters), float(cg_damping)
-        self.ls_backtrack, self.ls_max_steps = float(ls_backtrack), int(ls_max_steps)
-        self.clip_ratio, self.ppo_epochs = float(clip_ratio), int(ppo_epochs)
+        self.max_kl, self.cg_iters, self.cg_damping = float(max_kl), cg_iters, float(cg_damping)
+        self.ls_backtrack, self.ls_max_steps = float(ls_backtrack), ls_max_steps
+        self.clip_ratio, self.ppo_epochs = float(clip_ratio), ppo_epochs
         self.optimizer = optimizer or (keras.optimizers.Adam(1e-3) if outer == "ppo" else None)
         self.first_order, self.normalize_advantages = bool(first_order), bool(normalize_advantages)
-        self.seed = int(seed)
+        self.seed = seed
         self.baseline = LinearFeatureBaseline()
         self.horizon = int(horizon or getattr(self.env, "horizon", None) or self.env.spec.max_episode_steps)
         obs_space, act_space = self._spaces(self.env)
@@ -307,6 +314,7 @@ class MAMLRL(RLLearner):
         Returns:
             A filled `RolloutBuffer` with one episode per (task, env) row.
         """
+        tasks, episodes, seed = check_tasks(tasks), check_positive_int(episodes, "episodes"), check_seed(seed)
         num_tasks = len(tasks)
 
         def act(obs, seed):
@@ -341,6 +349,7 @@ class MAMLRL(RLLearner):
     # ----------------------------------------------------------------- training
     def train_step(self, tasks, episodes_per_task=20):
         """One meta-iteration on `tasks`; returns a dict of logs."""
+        tasks, episodes_per_task = check_tasks(tasks), check_positive_int(episodes_per_task, "episodes_per_task")
         it = self.iteration
         theta = self.policy.weights_list()
         stacked = self._tile(theta, len(tasks))
@@ -409,6 +418,7 @@ class MAMLRL(RLLearner):
         Returns:
             A `keras.callbacks.History` of per-epoch mean logs.
         """
+        episodes_per_task = check_positive_int(episodes_per_task, "episodes_per_task")
         return self._fit(lambda tasks: self.train_step(tasks, episodes_per_task), meta_batch_size, epochs,
                          steps_per_epoch, callbacks, verbose)
 
@@ -428,6 +438,8 @@ class MAMLRL(RLLearner):
         Returns:
             A new policy (Keras model) holding the adapted weights; the meta-weights are untouched.
         """
+        episodes, seed = check_positive_int(episodes, "episodes"), check_seed(seed)
+        steps = check_steps(steps, "steps", allow_zero=True)
         step_sizes = self._step_sizes(inner_lrs, steps)
         env = self.env if env is None else self._task_env(env)
         task = _find_attr(env, "get_task")() if task is None else task
@@ -457,6 +469,8 @@ class MAMLRL(RLLearner):
         Raises:
             ValueError: For a step size that is not a positive finite number.
         """
+        if step_size is not None:
+            step_size = check_learning_rate(step_size, "step_size")
         step_sizes = self._step_sizes(None if step_size is None else [step_size], 1)
         stacked = self._adapt_step_fn(self._tile(policy.weights_list(), 1), self.process(buffer), step_sizes[0])
         return self.policy.adapted([w[0] for w in stacked])
@@ -479,6 +493,7 @@ class MAMLRL(RLLearner):
         Returns:
             `(returns, successes)`: lists of `eval_episodes` floats and bools.
         """
+        adaptation_episodes, eval_episodes, seed = check_evaluation(adaptation_episodes, eval_episodes, seed)
         _find_attr(env, "set_task")(task)
         policy = self.policy
         if adaptation_episodes > 0:
@@ -509,7 +524,10 @@ class MAMLRL(RLLearner):
         Returns:
             A dict `{steps: mean return}`.
         """
-        steps = sorted(int(s) for s in steps)
+        tasks, episodes, seed = check_tasks(tasks), check_positive_int(episodes, "episodes"), check_seed(seed)
+        steps = sorted(check_steps(s, "steps", allow_zero=True) for s in steps)
+        if not steps:
+            raise ValueError(f"Expected `steps` to hold at least one step count. Received: steps={steps!r}")
         step_sizes = self._step_sizes(inner_lrs, steps[-1])
         theta = self.policy.weights_list()
         stacked, results = self._tile(theta, len(tasks)), {}

@@ -23,7 +23,8 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from keras_meta.rl.envs import TaskEnv, _check_count, check_task_env
+from keras_meta._validation import check_positive_int
+from keras_meta.rl.envs import TaskEnv, check_task_env
 
 _INSTALL_HINT = ("Install it with `pip install metaworld==3.1.1` (which pins mujoco==3.3.0; "
                  "use a separate environment if other packages need a newer MuJoCo).")
@@ -118,7 +119,7 @@ class MetaWorldML1(gymnasium.Env, TaskEnv):
         self._steps = 0
 
     def sample_tasks(self, n, seed):
-        n = _check_count(n)
+        n = check_positive_int(n, "n")
         pool = len(self._tasks[self.split])
         rng = np.random.default_rng(seed)
         index = rng.choice(pool, n, replace=n > pool)

@@ -16,7 +16,8 @@ from gymnasium.vector import AutoresetMode
 
 from keras_meta import ops
 from keras_meta.ops.finite import apply_if_finite
-from keras_meta.rl._loop import RLLearner, TrainingState, _positive_int
+from keras_meta._validation import check_positive_int, check_seed
+from keras_meta.rl._loop import RLLearner, TrainingState, _positive_int, check_evaluation, check_tasks
 from keras_meta.rl.buffer import standardize_advantages
 from keras_meta.rl.envs import _find_attr, as_task_env
 from keras_meta.rl.objectives import ppo
@@ -129,6 +130,7 @@ class RL2(RLLearner):
             raise ValueError(
                 "Expected a trial of at least one episode: `episodes_per_trial` a positive integer. "
                 f"Received: episodes_per_trial={episodes_per_trial!r}")
+        seed = check_seed(seed)
         self.env = self._task_env(env)
         self.episodes_per_trial = int(episodes_per_trial)
         self.horizon = _positive_int(int(horizon or getattr(self.env, "horizon", None)
@@ -159,7 +161,7 @@ class RL2(RLLearner):
         self.reward_scale = float(reward_scale)
         if not self.reward_scale > 0:
             raise ValueError(f"Expected `reward_scale` > 0. Received: reward_scale={reward_scale!r}")
-        self.seed = int(seed)
+        self.seed = seed
         self._venvs = {}
         self.training_state = TrainingState(self.policy, self.optimizer)
         d = self.policy.input_dim
@@ -227,6 +229,7 @@ class RL2(RLLearner):
             A filled `RolloutBuffer` (`num_tasks=len(tasks)`, `num_envs=trials_per_task`),
             and with `record_states` also float32 states `[T, E, H, units]`.
         """
+        tasks, seed = check_tasks(tasks), check_seed(seed)
         env = self.env if env is None else self._task_env(env)
         ept = self.episodes_per_trial if episodes_per_trial is None else _positive_int(
             episodes_per_trial, "episodes_per_trial")
@@ -314,6 +317,7 @@ class RL2(RLLearner):
 
     def train_step(self, tasks, trials_per_task=1):
         """One PPO iteration on fresh trials of `tasks`; returns a dict of logs."""
+        tasks, trials_per_task = check_tasks(tasks), check_positive_int(trials_per_task, "trials_per_task")
         it = self.iteration
         buffer = self.collect(tasks, trials_per_task, seed=self._seed(it, 1))
         per_episode = episode_returns_in_trial(buffer)
@@ -364,9 +368,7 @@ class RL2(RLLearner):
             `first_episode_return` / `last_episode_return`: mean return of a trial's first
             and last episode; PPO losses, `kl`, `clip_fraction`).
         """
-        epochs = _positive_int(epochs, "epochs")
-        steps_per_epoch = _positive_int(steps_per_epoch, "steps_per_epoch")
-        meta_batch_size = _positive_int(meta_batch_size, "meta_batch_size")
+        trials_per_task = check_positive_int(trials_per_task, "trials_per_task")
         return self._fit(lambda tasks: self.train_step(tasks, trials_per_task), meta_batch_size, epochs,
                          steps_per_epoch, callbacks, verbose)
 
@@ -390,6 +392,7 @@ class RL2(RLLearner):
         Returns:
             `(returns, successes)`: lists of `eval_episodes` floats and bools.
         """
+        adaptation_episodes, eval_episodes, seed = check_evaluation(adaptation_episodes, eval_episodes, seed)
         _find_attr(env, "set_task")(task)
         state = self.policy.get_initial_state(1)
         prev = PreviousStep(self.policy, 1)
@@ -431,7 +434,10 @@ class RL2(RLLearner):
         Raises:
             ValueError: If an index is outside the trial.
         """
-        ept = self.episodes_per_trial if episodes_per_trial is None else episodes_per_trial
+        tasks, seed = check_tasks(tasks), check_seed(seed)
+        trials_per_task = check_positive_int(trials_per_task, "trials_per_task")
+        ept = self.episodes_per_trial if episodes_per_trial is None else check_positive_int(
+            episodes_per_trial, "episodes_per_trial")
         episodes = list(range(ept)) if episodes is None else [int(k) for k in episodes]
         bad = [k for k in episodes if not 0 <= k < ept]
         if bad:

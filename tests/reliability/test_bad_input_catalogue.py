@@ -814,3 +814,123 @@ RL_SHAPE_CASES = [
 def test_rl_shape_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# --- RL degenerate arguments: refused up front, the learner left as it was -----------------
+
+
+def _rl_maml(**kwargs):
+    return km.rl.MAMLRL(_rl_policy(), km.rl.Navigation2D(3), **{"outer": "ppo", "ppo_epochs": 1, **kwargs})
+
+
+def _rl_rl2():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return km.rl.RL2(None, km.rl.BernoulliBandit(2), units=4)
+
+
+def _rl_goal():
+    return km.rl.Navigation2D(3).sample_tasks(1, seed=0)
+
+
+RL_DEGENERATE_CASES = [
+    # (id, learner factory or None, call(learner), error, match)
+    ("maml-rl-negative-inner-lr", None, lambda _: _rl_maml(inner_lr=-0.1), ValueError, r"inner_lr=-0.1"),
+    ("maml-rl-negative-inner-steps", None, lambda _: _rl_maml(inner_steps=-1), ValueError,
+     r"inner_steps=-1"),
+    ("maml-rl-zero-ppo-epochs", None, lambda _: _rl_maml(ppo_epochs=0), ValueError, r"ppo_epochs=0"),
+    ("maml-rl-negative-seed", None, lambda _: _rl_maml(seed=-1), ValueError, r"seed=-1"),
+    ("maml-rl-zero-horizon", None, lambda _: _rl_maml(horizon=0), ValueError, r"horizon=0"),
+    ("rl2-negative-seed", None, lambda _: km.rl.RL2(None, km.rl.BernoulliBandit(2), units=4, seed=-1), ValueError,
+     r"seed=-1"),
+    ("maml-rl-fit-zero-epochs", _rl_maml, lambda m: m.fit(epochs=0, verbose=0), ValueError, r"epochs=0"),
+    ("maml-rl-fit-zero-meta-batch", _rl_maml, lambda m: m.fit(meta_batch_size=0, verbose=0), ValueError,
+     r"meta_batch_size=0"),
+    ("maml-rl-fit-zero-episodes", _rl_maml, lambda m: m.fit(episodes_per_task=0, verbose=0), ValueError,
+     r"episodes_per_task=0"),
+    ("maml-rl-fit-negative-steps", _rl_maml, lambda m: m.fit(steps_per_epoch=-1, verbose=0), ValueError,
+     r"steps_per_epoch=-1"),
+    ("maml-rl-train-step-no-tasks", _rl_maml, lambda m: m.train_step([]), ValueError, r"tasks=\[\]"),
+    ("maml-rl-train-step-zero-episodes", _rl_maml, lambda m: m.train_step(_rl_goal(), 0), ValueError,
+     r"episodes_per_task=0"),
+    ("maml-rl-collect-no-tasks", _rl_maml, lambda m: m.collect(m._tile(m.policy.weights_list(), 1), [], 2, 0),
+     ValueError, r"tasks=\[\]"),
+    ("maml-rl-collect-zero-episodes", _rl_maml,
+     lambda m: m.collect(m._tile(m.policy.weights_list(), 1), _rl_goal(), 0, 0), ValueError, r"episodes=0"),
+    ("maml-rl-adapt-negative-steps", _rl_maml, lambda m: m.adapt(task=_rl_goal()[0], steps=-1), ValueError,
+     r"steps=-1"),
+    ("maml-rl-adapt-zero-episodes", _rl_maml, lambda m: m.adapt(task=_rl_goal()[0], episodes=0), ValueError,
+     r"episodes=0"),
+    ("maml-rl-adapt-negative-seed", _rl_maml, lambda m: m.adapt(task=_rl_goal()[0], seed=-3), ValueError,
+     r"seed=-3"),
+    ("maml-rl-adapt-step-negative-lr", _rl_maml, lambda m: m.adapt_step(m.policy, None, step_size=-0.5),
+     ValueError, r"step_size=-0.5"),
+    ("maml-rl-meta-evaluate-no-tasks", _rl_maml, lambda m: m.meta_evaluate([]), ValueError, r"tasks=\[\]"),
+    ("maml-rl-meta-evaluate-no-steps", _rl_maml, lambda m: m.meta_evaluate(_rl_goal(), steps=()), ValueError,
+     r"steps=\[\]"),
+    ("maml-rl-meta-evaluate-negative-step", _rl_maml, lambda m: m.meta_evaluate(_rl_goal(), steps=(0, -1)),
+     ValueError, r"steps=-1"),
+    ("maml-rl-meta-evaluate-zero-episodes", _rl_maml, lambda m: m.meta_evaluate(_rl_goal(), episodes=0),
+     ValueError, r"episodes=0"),
+    ("maml-rl-evaluate-episodes-zero-eval", _rl_maml,
+     lambda m: m.evaluate_episodes(km.rl.Navigation2D(3), _rl_goal()[0], 1, 0), ValueError, r"eval_episodes=0"),
+    ("maml-rl-evaluate-episodes-negative-adaptation", _rl_maml,
+     lambda m: m.evaluate_episodes(km.rl.Navigation2D(3), _rl_goal()[0], -1, 1), ValueError,
+     r"adaptation_episodes=-1"),
+    ("rl2-fit-zero-trials", _rl_rl2, lambda m: m.fit(trials_per_task=0, verbose=0), ValueError,
+     r"trials_per_task=0"),
+    ("rl2-fit-zero-epochs", _rl_rl2, lambda m: m.fit(epochs=0, verbose=0), ValueError, r"epochs=0"),
+    ("rl2-train-step-no-tasks", _rl_rl2, lambda m: m.train_step([]), ValueError, r"tasks=\[\]"),
+    ("rl2-train-step-zero-trials", _rl_rl2,
+     lambda m: m.train_step(km.rl.BernoulliBandit(2).sample_tasks(1, seed=0), 0), ValueError, r"trials_per_task=0"),
+    ("rl2-collect-no-tasks", _rl_rl2, lambda m: m.collect([]), ValueError, r"tasks=\[\]"),
+    ("rl2-collect-negative-seed", _rl_rl2, lambda m: m.collect(km.rl.BernoulliBandit(2).sample_tasks(1, seed=0),
+                                                               seed=-1), ValueError, r"seed=-1"),
+    ("rl2-meta-evaluate-no-tasks", _rl_rl2, lambda m: m.meta_evaluate([]), ValueError, r"tasks=\[\]"),
+    ("rl2-meta-evaluate-zero-episodes-per-trial", _rl_rl2,
+     lambda m: m.meta_evaluate(km.rl.BernoulliBandit(2).sample_tasks(1, seed=0), episodes_per_trial=0),
+     ValueError, r"episodes_per_trial=0"),
+    ("rl2-evaluate-episodes-zero-eval", _rl_rl2,
+     lambda m: m.evaluate_episodes(km.rl.BernoulliBandit(2), {"probs": [0.5, 0.5]}, 1, 0), ValueError,
+     r"eval_episodes=0"),
+    ("env-sample-zero-tasks", None, lambda _: km.rl.Navigation2D(3).sample_tasks(0, seed=0), ValueError, r"n=0"),
+    ("env-sample-negative-tasks", None, lambda _: km.rl.BernoulliBandit(2).sample_tasks(-2, seed=0), ValueError,
+     r"n=-2"),
+    ("env-sample-float-tasks", None, lambda _: km.rl.Navigation2D(3).sample_tasks(2.5, seed=0), TypeError,
+     r"n=2.5"),
+    ("env-sample-negative-seed", None, lambda _: km.rl.Navigation2D(3).sample_tasks(2, seed=-1), ValueError,
+     r"seed=-1"),
+    ("tf-agents-collect-episodes-zero", None,
+     lambda _: _tf_agents_drivers().collect_episodes(None, None, 0), ValueError, r"num_episodes=0"),
+    ("tf-agents-collect-steps-negative", None,
+     lambda _: _tf_agents_drivers().collect_steps(None, None, -5), ValueError, r"num_steps=-5"),
+    ("tf-agents-driver-adapt-zero-episodes", None,
+     lambda _: _tf_agents_drivers().driver_adapt(None, None, None, episodes=0), ValueError, r"episodes=0"),
+    ("tf-agents-driver-adapt-negative-steps", None,
+     lambda _: _tf_agents_drivers().driver_adapt(None, None, None, steps=-1), ValueError, r"steps=-1"),
+    ("tf-agents-trial-driver-zero-trials", None,
+     lambda _: _tf_agents_drivers().TrialDriver(None, None, 1, num_trials=0), ValueError, r"num_trials=0"),
+    ("tf-agents-trial-driver-no-tasks", None,
+     lambda _: _tf_agents_drivers().TrialDriver(None, None, 1, tasks=[]), ValueError, r"tasks=\[\]"),
+]
+
+
+def _tf_agents_drivers():
+    return pytest.importorskip("keras_meta.integrations.tf_agents.drivers")
+
+
+def _rl_learner_state(learner):
+    return [v.numpy() for v in learner.training_state.weights]
+
+
+@pytest.mark.parametrize("make, call, error, match", [c[1:] for c in RL_DEGENERATE_CASES],
+                         ids=[c[0] for c in RL_DEGENERATE_CASES])
+def test_rl_degenerate_argument(make, call, error, match):
+    learner = make() if make is not None else None
+    before = None if learner is None else _rl_learner_state(learner)
+    with pytest.raises(error, match=match):
+        call(learner)
+    if learner is not None:
+        for got, want in zip(_rl_learner_state(learner), before, strict=True):
+            np.testing.assert_array_equal(got, want)

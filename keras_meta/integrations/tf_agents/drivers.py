@@ -6,6 +6,7 @@ from tf_agents.drivers import dynamic_episode_driver, dynamic_step_driver
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.trajectories import trajectory
 
+from keras_meta._validation import check_positive_int, check_seed, check_steps
 from keras_meta.integrations.tf_agents.policies import KerasPolicy
 from keras_meta.rl.buffer import RolloutBuffer
 
@@ -27,6 +28,8 @@ def collect_episodes(env, policy, num_episodes, capacity=100_000):
     Returns:
         The replay buffer.
     """
+    num_episodes = check_positive_int(num_episodes, "num_episodes")
+    capacity = check_positive_int(capacity, "capacity")
     buffer = _replay_buffer(policy, env, capacity)
     dynamic_episode_driver.DynamicEpisodeDriver(env, policy, observers=[buffer.add_batch],
                                                 num_episodes=num_episodes).run()
@@ -35,6 +38,7 @@ def collect_episodes(env, policy, num_episodes, capacity=100_000):
 
 def collect_steps(env, policy, num_steps, capacity=100_000):
     """Collects `num_steps` steps with a `DynamicStepDriver` into a `TFUniformReplayBuffer`."""
+    num_steps, capacity = check_positive_int(num_steps, "num_steps"), check_positive_int(capacity, "capacity")
     buffer = _replay_buffer(policy, env, capacity)
     dynamic_step_driver.DynamicStepDriver(env, policy, observers=[buffer.add_batch], num_steps=num_steps).run()
     return buffer
@@ -83,6 +87,8 @@ def driver_adapt(learner, env, task, episodes=20, steps=1, seed=0):
         ValueError: If the learner rescales actions (`rescale_actions=True`): the TF-Agents
             environment receives the policy's actions as they are.
     """
+    episodes, seed = check_positive_int(episodes, "episodes"), check_seed(seed)
+    steps = check_steps(steps, "steps", allow_zero=True)
     if getattr(learner, "rescale_actions", False):
         raise ValueError("Expected a learner whose policy acts in the env's units (rescale_actions=False); "
                          "TF-Agents drivers pass the policy's actions to the env unchanged. "
@@ -147,14 +153,18 @@ class TrialDriver:
             raise ValueError(
                 "Expected a trial of at least one episode: `episodes_per_trial` a positive integer. "
                 f"Received: episodes_per_trial={episodes_per_trial!r}")
-        if int(num_trials) != num_trials or num_trials < 1:
-            raise ValueError(f"Expected `num_trials` to be a positive integer. Received: num_trials={num_trials!r}")
+        num_trials = check_positive_int(num_trials, "num_trials")
+        if tasks is not None:
+            tasks = list(tasks)
+            if not tasks:
+                raise ValueError(
+                    f"Expected `tasks` to be None or a non-empty list of tasks. Received: tasks={tasks!r}")
         if env.batch_size not in (None, 1):
             raise ValueError(f"Expected a TFPyEnvironment of batch size 1. Received: batch_size={env.batch_size}")
         self.env, self.policy = env, policy
         self.episodes_per_trial, self.num_trials = int(episodes_per_trial), int(num_trials)
         self.observers = list(observers)
-        self.tasks = None if tasks is None else list(tasks)
+        self.tasks = tasks
 
     def _set_task(self, task):
         py_env = self.env.pyenv.envs[0]
