@@ -24,7 +24,7 @@ demo: install
 	$(VENV)/bin/keras-meta train sinusoid --output runs/sinusoid
 
 test: install
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --durations=15 tests
 
 # The C++-facing tests and a bounded fuzz run against an ASan+UBSan build of _core.
 sanitize: install

@@ -307,5 +307,6 @@ def test_evaluate_confidence_intervals_match_a_hand_computation():
             # The meta-learner evaluates with batch statistics: training=True forward.
             losses.append(float(np.mean((adapted(qx, training=True).numpy() - qy) ** 2)))
     np.testing.assert_allclose(result[2]["loss"], np.mean(losses), rtol=1e-4)
+    # Student's t with 7 degrees of freedom: t_{0.975, 7} = 2.364624 (statistical tables).
     np.testing.assert_allclose(result[2]["loss_ci95"],
-                               1.96 * np.std(losses, ddof=1) / np.sqrt(8), rtol=1e-3)
+                               2.364624 * np.std(losses, ddof=1) / np.sqrt(8), rtol=1e-3)
