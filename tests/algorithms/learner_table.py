@@ -1,6 +1,7 @@
 """The shared table of learners run through the generic tests."""
 
 import keras
+import numpy as np
 
 import keras_meta as km
 
@@ -40,3 +41,17 @@ def mlp(seed=0, hidden=16, dtype="float32", batch_norm=False):
 
 def weights_of(learner):
     return [v.numpy() for v in learner.weights]
+
+
+def assert_modes_agree(results, untrained_weights):
+    """Each mode's weights and loss history equal the task loop's ("function"), and
+    training moved the weights away from `untrained_weights`."""
+    reference, reference_history = results["function"]
+    for mode, (learner, history) in results.items():
+        for a, b in zip(weights_of(learner), weights_of(reference)):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=mode)
+        np.testing.assert_allclose(history.history["loss"], reference_history.history["loss"],
+                                   rtol=1e-4, err_msg=mode)
+    assert any(not np.array_equal(a, b)
+               for a, b in zip(weights_of(reference), untrained_weights))
+

@@ -18,9 +18,10 @@ from keras_meta.evaluation import t_quantile
 from learner_table import LEARNERS
 
 GOLDEN = np.load(record.GOLDEN)
-# The task loop by default; the other modes (`pytest -m slow`) are tied to it by
-# test_learners' modes-agree test, which keeps the suite within its time budget.
-FAST_MODES = ("function",)
+# Two modes by default (the task loop and the XLA-vectorized path that "auto" picks for
+# dense models); the other two (`pytest -m slow`) are tied to them by test_learners'
+# modes-agree test.
+FAST_MODES = ("function", "xla_vectorized")
 # The learners that existed when the golden file was recorded.
 RECORDED = [name for name in LEARNERS if f"{name}/function/loss_history" in GOLDEN]
 CASES = [(name, mode, False) for name in RECORDED for mode in record.RECORDED_MODES]
