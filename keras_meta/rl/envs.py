@@ -513,3 +513,83 @@ class BernoulliBandit(gymnasium.Env, TaskEnv):
             raise ValueError(f"Expected an arm in [0, {self.num_arms}). Received: action={arm}")
         reward = float(self._rng.random() < self._probs[arm])
         return np.zeros(1, np.float32), reward, True, False, {"best_arm": int(np.argmax(self._probs))}
+
+
+class PointMass2D(gymnasium.Env, TaskEnv):
+    """A 2D point mass pushed to a fixed goal; the task sets its mass and damping.
+
+    The mass starts at rest at the origin. A force `F = clip(a, -1, 1)` per axis moves it
+    by semi-implicit Euler steps of `dt`: `v <- v + dt * (F - c * v) / m`, `p <- p + dt * v`.
+    The reward is `-||p - goal|| - ctrl_cost * ||F||^2` after the move, the observation is
+    `(p, v)`, and episodes are truncated after `horizon` steps (no early termination).
+    Neither the mass nor the damping is observed: a policy has to infer them from how
+    the mass responds, so the same force plan overshoots a light task and undershoots a
+    heavy one. Tasks are `{"mass": m, "damping": c}` with `m ~ U[0.5, 2]`, `c ~ U[0, 1]`.
+
+    Args:
+        horizon: Episode length.
+        dt: Integration step.
+        ctrl_cost: Weight of the squared-force penalty.
+        goal: The fixed goal position (2 numbers).
+
+    Example:
+
+    >>> env = PointMass2D()
+    >>> env.set_task({"mass": 1.0, "damping": 0.0})
+    >>> obs, _ = env.reset(seed=0)
+    >>> obs
+    array([0., 0., 0., 0.], dtype=float32)
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, horizon=50, dt=0.1, ctrl_cost=0.01, goal=(1.0, 0.5)):
+        self._config = dict(horizon=horizon, dt=dt, ctrl_cost=ctrl_cost, goal=tuple(goal))
+        self.horizon = check_positive_int(horizon, "horizon")
+        self._dt, self._ctrl = np.float32(dt), np.float32(ctrl_cost)
+        self._goal = np.asarray(goal, np.float32).reshape(2)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (4,), np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self._task = {"mass": 1.0, "damping": 0.0}
+        self._pos = np.zeros(2, np.float32)
+        self._vel = np.zeros(2, np.float32)
+        self._steps = 0
+
+    def sample_tasks(self, n, seed):
+        rng = np.random.default_rng(check_seed(seed))
+        n = check_positive_int(n, "n")
+        mass, damping = rng.uniform(0.5, 2.0, n), rng.uniform(0.0, 1.0, n)
+        return [{"mass": float(m), "damping": float(c)} for m, c in zip(mass, damping)]
+
+    def set_task(self, task):
+        try:
+            mass, damping = float(task["mass"]), float(task["damping"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("Expected `task` to hold numbers 'mass' and 'damping' (as `sample_tasks` "
+                             f"returns). Received: task={task!r}") from None
+        if not (np.isfinite(mass) and mass > 0 and np.isfinite(damping) and damping >= 0):
+            raise ValueError("Expected task['mass'] > 0 and task['damping'] >= 0, both finite. "
+                             f"Received: task={task!r}")
+        self._task = {"mass": mass, "damping": damping}
+
+    def get_task(self):
+        return dict(self._task)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._pos, self._vel = np.zeros(2, np.float32), np.zeros(2, np.float32)
+        self._steps = 0
+        return np.zeros(4, np.float32), {}
+
+    def step(self, action):
+        force = np.clip(np.asarray(action, np.float32).reshape(2), np.float32(-1), np.float32(1))
+        mass, damping = np.float32(self._task["mass"]), np.float32(self._task["damping"])
+        # Written term by term in float32, in the order GraphPointMass2D computes it.
+        self._vel = self._vel + self._dt * (force - damping * self._vel) / mass
+        self._pos = self._pos + self._dt * self._vel
+        diff = self._pos - self._goal
+        dist = np.sqrt(diff[0] * diff[0] + diff[1] * diff[1])
+        reward = -dist - self._ctrl * (force[0] * force[0] + force[1] * force[1])
+        self._steps += 1
+        obs = np.concatenate([self._pos, self._vel]).astype(np.float32)
+        return obs, float(reward), False, self._steps >= self.horizon, {}

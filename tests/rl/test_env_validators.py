@@ -17,7 +17,8 @@ from keras_meta.integrations import tf_agents as kmtfa  # noqa: E402  (sets TF_U
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 from tf_agents.environments.utils import validate_py_environment  # noqa: E402
 
-from keras_meta.rl import AntDir, BernoulliBandit, HalfCheetahDir, HalfCheetahVel, Navigation2D  # noqa: E402
+from keras_meta.rl import (AntDir, BernoulliBandit, HalfCheetahDir, HalfCheetahVel, Navigation2D,  # noqa: E402
+                           PointMass2D)
 from keras_meta.rl.metaworld import MetaWorldML1, metaworld_available  # noqa: E402
 
 METAWORLD = pytest.mark.skipif(not metaworld_available()[0], reason="needs metaworld with its pinned MuJoCo")
@@ -27,6 +28,7 @@ METAWORLD = pytest.mark.skipif(not metaworld_available()[0], reason="needs metaw
 ENVS = {
     "navigation": (lambda: Navigation2D(horizon=20), True),
     "bandit": (lambda: BernoulliBandit(num_arms=3), True),
+    "point_mass": (lambda: PointMass2D(horizon=20), True),
     "half_cheetah_vel": (lambda: HalfCheetahVel(horizon=20), False),
     "half_cheetah_dir": (lambda: HalfCheetahDir(horizon=20), False),
     "ant_dir": (lambda: AntDir(horizon=20), False),
