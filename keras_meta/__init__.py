@@ -35,9 +35,11 @@ _SUBPACKAGES = (
     "integrations",
     "models",
     "ops",
+    "optimizers",
     "rl",
     "tasks",
     "training",
+    "tuning",
 )
 
 # Public names re-exported from a subpackage: name -> the subpackage that defines it.
@@ -47,12 +49,15 @@ _NAMES = {
     "GradientLearner": "algorithms",
     "MAML": "algorithms",
     "MAMLPlusPlus": "algorithms",
+    "MANN": "algorithms",
     "MetaLearner": "algorithms",
+    "MetaLSTM": "algorithms",
     "MetaSGD": "algorithms",
     "MetaState": "training",
     "MetaTrainer": "training",
     "ProtoNet": "algorithms",
     "Reptile": "algorithms",
+    "SNAIL": "algorithms",
     "TaskOutputs": "training",
     "TaskBatch": "tasks",
     "TaskDistribution": "tasks",
