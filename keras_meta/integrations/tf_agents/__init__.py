@@ -39,7 +39,8 @@ from keras_meta.integrations.tf_agents.drivers import (  # noqa: E402
     TrialDriver, collect_episodes, collect_steps, driver_adapt)
 from keras_meta.integrations.tf_agents.env import GymnasiumPyEnvironment, specs_for, tf_env  # noqa: E402
 from keras_meta.integrations.tf_agents.export import export_policy  # noqa: E402
+from keras_meta.integrations.tf_agents.graph_env import GraphTFEnvironment  # noqa: E402
 from keras_meta.integrations.tf_agents.policies import KerasPolicy, RL2KerasPolicy  # noqa: E402
 
-__all__ = ["GymnasiumPyEnvironment", "KerasPolicy", "RL2KerasPolicy", "TrialDriver", "collect_episodes",
-           "collect_steps", "driver_adapt", "export_policy", "specs_for", "tf_env"]
+__all__ = ["GraphTFEnvironment", "GymnasiumPyEnvironment", "KerasPolicy", "RL2KerasPolicy", "TrialDriver",
+           "collect_episodes", "collect_steps", "driver_adapt", "export_policy", "specs_for", "tf_env"]
