@@ -934,3 +934,82 @@ def test_rl_degenerate_argument(make, call, error, match):
     if learner is not None:
         for got, want in zip(_rl_learner_state(learner), before, strict=True):
             np.testing.assert_array_equal(got, want)
+
+
+# --- in-graph task environments and their TF-Agents environment ------------------------------
+
+
+def _graph_nav_state():
+    return km.rl.GraphNavigation2D(horizon=3).reset(np.zeros((2, 2), F32), 1, seed=0)[0]
+
+
+def _graph_bandit_state():
+    return km.rl.GraphBernoulliBandit(3).reset(np.full((2, 3), 0.5, F32), 1, seed=0)[0]
+
+
+def _graph_tf_env(**kwargs):
+    graph_env = pytest.importorskip("keras_meta.integrations.tf_agents.graph_env")
+    return graph_env.GraphTFEnvironment(**{"env": km.rl.GraphNavigation2D(3), "tasks": np.zeros((2, 2), F32),
+                                           "envs_per_task": 1, **kwargs})
+
+
+GRAPH_ENV_CASES = [
+    ("graph-env-tasks-wrong-width", lambda: km.rl.GraphNavigation2D().reset(np.zeros((2, 3), F32), 1), ValueError,
+     r"tasks.shape=\(2, 3\)"),
+    ("graph-env-no-tasks", lambda: km.rl.GraphNavigation2D().reset(np.zeros((0, 2), F32), 1), ValueError,
+     r"tasks.shape=\(0, 2\)"),
+    ("graph-env-zero-envs", lambda: km.rl.GraphNavigation2D().reset(np.zeros((2, 2), F32), 0), ValueError,
+     r"envs_per_task=0"),
+    ("graph-env-float-envs", lambda: km.rl.GraphNavigation2D().reset(np.zeros((2, 2), F32), 2.5), TypeError,
+     r"envs_per_task=2.5"),
+    ("graph-env-negative-seed", lambda: km.rl.GraphNavigation2D().reset(np.zeros((2, 2), F32), 1, seed=-1),
+     ValueError, r"seed=-1"),
+    ("graph-env-float-tensor-seed", lambda: km.rl.GraphNavigation2D().reset(np.zeros((2, 2), F32), 1,
+                                                                           seed=_tf().constant(1.0)),
+     TypeError, r"seed of dtype float32"),
+    ("graph-env-disabled-autoreset", lambda: km.rl.GraphNavigation2D(autoreset_mode="Disabled"), ValueError,
+     r"autoreset_mode='Disabled'"),
+    ("graph-env-unknown-autoreset", lambda: km.rl.GraphPointMass2D(autoreset_mode="sometimes"), ValueError,
+     r"autoreset_mode='sometimes'"),
+    ("graph-env-zero-horizon", lambda: km.rl.GraphNavigation2D(horizon=0), ValueError, r"horizon=0"),
+    ("graph-env-action-shape", lambda: km.rl.GraphNavigation2D().step(_graph_nav_state(), np.zeros((2, 1, 3), F32)),
+     ValueError, r"action.shape=\(2, 1, 3\)"),
+    ("graph-env-transposed-action", lambda: km.rl.GraphNavigation2D().step(_graph_nav_state(), np.zeros((1, 2, 2), F32)),
+     ValueError, r"action.shape=\(1, 2, 2\)"),
+    ("graph-bandit-float-action", lambda: km.rl.GraphBernoulliBandit(3).step(_graph_bandit_state(), np.zeros((2, 1))),
+     TypeError, r"action of dtype float64"),
+    ("graph-bandit-arm-out-of-range", lambda: km.rl.GraphBernoulliBandit(3).step(_graph_bandit_state(), [[0], [3]]),
+     ValueError, r"action=\[\[0\], \[3\]\]"),
+    ("graph-bandit-probability-above-one",
+     lambda: km.rl.GraphBernoulliBandit(2).reset(np.array([[0.5, 1.5]], F32), 1), ValueError, r"probs=\[0.5, 1.5\]"),
+    ("graph-bandit-one-arm", lambda: km.rl.GraphBernoulliBandit(1), ValueError, r"num_arms=1"),
+    ("graph-point-mass-zero-mass", lambda: km.rl.GraphPointMass2D().reset(np.array([[0.0, 0.5]], F32), 1),
+     ValueError, r"'mass': 0.0"),
+    ("graph-env-sample-zero-tasks", lambda: km.rl.GraphPointMass2D().sample_tasks(0, seed=0), ValueError, r"n=0"),
+    ("graph-env-sample-negative-seed", lambda: km.rl.GraphNavigation2D().sample_tasks(2, seed=-1), ValueError,
+     r"seed=-1"),
+    ("graph-env-encode-no-tasks", lambda: km.rl.GraphNavigation2D().encode_tasks([]), ValueError, r"tasks=\[\]"),
+    ("point-mass-negative-damping", lambda: km.rl.PointMass2D().set_task({"mass": 1.0, "damping": -1.0}),
+     ValueError, r"'damping': -1.0"),
+    ("point-mass-task-without-mass", lambda: km.rl.PointMass2D().set_task({"damping": 0.1}), ValueError,
+     r"task=\{'damping': 0.1\}"),
+    ("graph-tf-env-host-env", lambda: _graph_tf_env(env=km.rl.Navigation2D()), TypeError,
+     r"env of type Navigation2D"),
+    ("graph-tf-env-same-step", lambda: _graph_tf_env(env=km.rl.GraphNavigation2D(autoreset_mode="SameStep")),
+     ValueError, r"autoreset_mode=SAME_STEP"),
+    ("graph-tf-env-zero-envs", lambda: _graph_tf_env(envs_per_task=0), ValueError, r"envs_per_task=0"),
+    ("graph-tf-env-set-tasks-shape", lambda: _graph_tf_env().set_tasks(np.zeros((3, 2), F32)), ValueError,
+     r"tasks.shape=\(3, 2\)"),
+]
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+@pytest.mark.parametrize("call, error, match", [c[1:] for c in GRAPH_ENV_CASES], ids=[c[0] for c in GRAPH_ENV_CASES])
+def test_graph_env_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
