@@ -5,6 +5,7 @@ MAML, FOMAML, ANIL, Meta-SGD, MAML++ and Reptile differ only in the inner update
 outputs become its contribution to the meta-step.
 """
 
+import keras
 
 from keras_meta import _compat, inner
 from keras_meta._validation import check_bool, check_learning_rate, check_steps
@@ -25,6 +26,12 @@ class GradientLearner(MetaTrainer):
         inner_lr: Inner-loop step size `alpha` (> 0).
         inner_steps: Inner-loop steps per task during meta-training (>= 1).
         first_order: If True, drop second-order terms of the meta-gradient.
+        inner_rule: Optional `keras_meta.inner.LearnedRule` (e.g. one trained by
+            `km.optimizers.meta_train`) replacing SGD in the inner loop; its update is
+            multiplied by `inner_lr / self.inner_lr` (1 in training; `adapt(inner_lr=...)`
+            rescales it). Its weights are meta-learned with the model's unless
+            `inner_rule.trainable` is False. Only learners whose rule is plain SGD (MAML,
+            FOMAML, ANIL, Reptile) take it.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Raises:
@@ -32,14 +39,23 @@ class GradientLearner(MetaTrainer):
         ValueError: If `model` is unbuilt, or `inner_lr`/`inner_steps` is not positive.
     """
 
-    def __init__(self, model, inner_lr=0.01, inner_steps=1, first_order=False, **kwargs):
+    def __init__(self, model, inner_lr=0.01, inner_steps=1, first_order=False, inner_rule=None,
+                 **kwargs):
         inner_lr = check_learning_rate(inner_lr)
         inner_steps = check_steps(inner_steps)
         first_order = check_bool(first_order, "first_order")
+        if inner_rule is not None and not isinstance(inner_rule, inner.LearnedRule):
+            raise TypeError("Expected `inner_rule` to be a keras_meta.inner.LearnedRule or None. "
+                            f"Received: inner_rule of type {type(inner_rule).__name__}")
+        if inner_rule is not None and type(self).update_rule is not GradientLearner.update_rule:
+            raise TypeError(f"Expected no `inner_rule` for {type(self).__name__}, which learns "
+                            "its own inner rule. Received: inner_rule={inner_rule!r}")
         super().__init__(model, **kwargs)
         self.inner_lr = inner_lr
         self.inner_steps = inner_steps
         self.first_order = first_order
+        self.inner_rule = inner_rule
+
 
     # ----- what subclasses choose -----------------------------------------------------
 
@@ -51,8 +67,17 @@ class GradientLearner(MetaTrainer):
             inner_lr: The step size: `self.inner_lr` in training, the `inner_lr` option of
                 `adapt`/`evaluate` otherwise (a Python float or scalar tensor).
         """
-        del meta
-        return inner.sgd(inner_lr)
+        if self.inner_rule is None:
+            return inner.sgd(inner_lr)
+        weights = meta.extras if self.inner_rule.trainable else None
+        return self.inner_rule.update_rule(weights, inner_lr / self.inner_lr)
+
+    def extra_meta_variables(self):
+        """The inner rule's weights when it is given and trainable (none otherwise)."""
+        if self.inner_rule is None:
+            return []
+        return list(self.inner_rule.trainable_variables)
+
 
     def adapted_mask(self):
         """Which of `model.trainable_variables` the inner loop adapts (all by default)."""
@@ -167,8 +192,18 @@ class GradientLearner(MetaTrainer):
         return self.inner_steps
 
     def get_config(self):
-        return {**super().get_config(), "inner_lr": self.inner_lr,
-                "inner_steps": self.inner_steps, "first_order": self.first_order}
+        config = {**super().get_config(), "inner_lr": self.inner_lr,
+                  "inner_steps": self.inner_steps, "first_order": self.first_order}
+        if self.inner_rule is not None:
+            config["inner_rule"] = keras.saving.serialize_keras_object(self.inner_rule)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("inner_rule") is not None:
+            config["inner_rule"] = keras.saving.deserialize_keras_object(config["inner_rule"])
+        return super().from_config(config)
 
 
 def head_mask(model, head_layers):

@@ -1,6 +1,7 @@
 """Reptile (Nichol et al., 2018)."""
 
 import keras
+import tensorflow as tf
 
 from keras_meta.algorithms.gradient import GradientLearner
 from keras_meta.training import TaskOutputs
@@ -35,6 +36,8 @@ class Reptile(GradientLearner):
         adapted = self.adapt_task(meta, support_x, support_y, self.inner_steps, self.inner_lr, True)
         prediction, new_non_trainables = self.query_outputs(meta, adapted, query_x)
         direction = [m - f for m, f in zip(meta.params, adapted.params)]
+        # A trainable inner rule's weights have no Reptile direction: they stay as they are.
+        direction += [tf.zeros_like(e) for e in meta.extras]
         return TaskOutputs(self.task_loss(query_y, prediction), prediction, new_non_trainables,
                            meta_gradient=direction)
 

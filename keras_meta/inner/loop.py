@@ -37,15 +37,17 @@ def gradients(loss_fn, params, first_order=False):
         value = loss_fn(params)
     loss = value[0] if isinstance(value, tuple) else value
     grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return value, held(grads, first_order)
+
+
+def held(tensors, first_order):
+    """`tensors` as constants for outer tapes when `first_order` (see `gradients`)."""
     if isinstance(first_order, bool):
-        if first_order:
-            grads = [tf.stop_gradient(g) for g in grads]
-    else:
-        # A blend rather than tf.cond: one graph for both orders, differentiable inside
-        # vectorized maps and XLA; the first-order phase still traces the second-order terms.
-        keep = [tf.cast(tf.logical_not(first_order), g.dtype) for g in grads]
-        grads = [k * g + (1 - k) * tf.stop_gradient(g) for k, g in zip(keep, grads)]
-    return value, grads
+        return [tf.stop_gradient(t) for t in tensors] if first_order else list(tensors)
+    # A blend rather than tf.cond: one graph for both orders, differentiable inside
+    # vectorized maps and XLA; the first-order phase still traces the second-order terms.
+    keep = [tf.cast(tf.logical_not(first_order), t.dtype) for t in tensors]
+    return [k * t + (1 - k) * tf.stop_gradient(t) for k, t in zip(keep, tensors)]
 
 
 def adapt(loss_fn, params, rule, steps, *, first_order=False, state=None, carry=None,
@@ -53,7 +55,9 @@ def adapt(loss_fn, params, rule, steps, *, first_order=False, state=None, carry=
     """Runs `steps` inner updates of `rule` from `params`.
 
     Step `k` (counted from `start`) computes `g_k = grad L(theta_k)` with the loss of that
-    step, then `theta_{k+1}, s_{k+1} = rule.update(g_k, s_k, theta_k, k)`.
+    step, then `theta_{k+1}, s_{k+1} = rule.update(g_k, s_k, theta_k, k)`; a rule with
+    `takes_loss` also gets that step's loss, `rule.update(..., loss=L_k)` (held constant
+    like the gradients under `first_order`).
 
     Args:
         loss_fn: The inner loss. Called as `loss_fn(params, step)`, or, when `carry` is
@@ -79,11 +83,15 @@ def adapt(loss_fn, params, rule, steps, *, first_order=False, state=None, carry=
         on_step(start, fast)
     for step in range(start, start + steps):
         if carry is None:
-            _, grads = gradients(lambda p, k=step: loss_fn(p, k), fast, first_order)
+            loss, grads = gradients(lambda p, k=step: loss_fn(p, k), fast, first_order)
         else:
-            (_, carry), grads = gradients(lambda p, k=step, c=carry: loss_fn(p, k, c), fast,
-                                          first_order)
-        fast, state = rule.update(grads, state, fast, step)
+            (loss, carry), grads = gradients(lambda p, k=step, c=carry: loss_fn(p, k, c), fast,
+                                             first_order)
+        if rule.takes_loss:
+            fast, state = rule.update(grads, state, fast, step,
+                                      loss=held([loss], first_order)[0])
+        else:
+            fast, state = rule.update(grads, state, fast, step)
         if on_step is not None:
             on_step(step + 1, fast)
     return Adapted(fast, state, carry)

@@ -19,11 +19,14 @@ import tensorflow as tf
 class UpdateRule(NamedTuple):
     """An inner-loop update rule: `init(params) -> state`, `update(grads, state, params, step)`.
 
-    `update` returns `(new_params, new_state)`. See the module docstring.
+    `update` returns `(new_params, new_state)`. See the module docstring. A rule with
+    `takes_loss=True` is also given the step's loss: `update(..., loss=L)` (Ravi &
+    Larochelle's meta-learner LSTM reads it).
     """
 
     init: Callable
     update: Callable
+    takes_loss: bool = False
 
 
 def cast_scalar(value, dtype):

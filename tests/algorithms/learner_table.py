@@ -19,6 +19,7 @@ LEARNERS = {
     # Two steps per epoch: the generic 3-step fits cross the annealing of both schedules.
     "maml_pp": _learner(km.MAMLPlusPlus, inner_lr=0.05, inner_steps=2, steps_per_epoch=2,
                         msl_epochs=1, first_order_epochs=1),
+    "meta_lstm": _learner(km.MetaLSTM, inner_lr=0.05, inner_steps=2),
 }
 
 MODES = {
