@@ -24,7 +24,10 @@ _NAMES = {
     "HalfCheetahVel": "envs",
     "LinearFeatureBaseline": "maml_rl",
     "MAMLRL": "maml_rl",
+    "MetaGradientPG": "meta_gradient",
+    "MetaWorldAgent": "metaworld",
     "MetaWorldML1": "metaworld",
+    "MetaWorldML10": "metaworld",
     "Navigation2D": "envs",
     "PointMass2D": "envs",
     "RL2": "rl2",
@@ -34,8 +37,10 @@ _NAMES = {
     "TrainingState": "_loop",
     "check_task_env": "envs",
     "conjugate_gradient": "objectives.trpo",
+    "generalized_advantages": "meta_gradient",
     "meta_evaluate_episodes": "metaworld",
     "metaworld_available": "metaworld",
+    "metaworld_eval_envs": "metaworld",
 }
 
 __all__ = sorted(_NAMES)

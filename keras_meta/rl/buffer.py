@@ -139,6 +139,30 @@ class RolloutBuffer:
                    action_shape=() if discrete else act_space.shape, discrete=discrete,
                    autoreset_mode=mode, **kwargs)
 
+    @classmethod
+    def from_episodes(cls, episodes, observation_shape, action_shape=(1,), discrete=False):
+        """A one-task buffer holding finished episodes collected elsewhere, one episode a row.
+
+        Args:
+            episodes: A non-empty list of episodes, each a non-empty list of
+                `(observation, action, reward, terminated, truncated, next_observation)`.
+            observation_shape, action_shape, discrete: As in the constructor.
+
+        Returns:
+            A `RolloutBuffer` with `num_tasks=1`, `num_envs=len(episodes)`.
+        """
+        horizon = max(len(e) for e in episodes)
+        buffer = cls(1, len(episodes), horizon, observation_shape, action_shape, discrete=discrete,
+                     autoreset_mode=AutoresetMode.SAME_STEP, max_episodes_per_env=1)
+        # A row stops recording at its episode's end, so shorter episodes are padded by
+        # repeating their last transition.
+        for h in range(horizon):
+            rows = [e[min(h, len(e) - 1)] for e in episodes]
+            stack = lambda i, dtype: np.stack([np.asarray(r[i]) for r in rows])[None].astype(dtype)  # noqa: E731
+            buffer.add(stack(0, np.float32), stack(1, np.int64 if discrete else np.float32), stack(2, np.float32),
+                       stack(3, bool), stack(4, bool), stack(5, np.float32))
+        return buffer
+
     def clear(self):
         """Empties every row (storage is reused; earlier views see new data)."""
         self._core.clear()

@@ -23,8 +23,12 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from keras_meta._validation import check_positive_int
+import tensorflow as tf
+
+from keras_meta._validation import check_bool, check_positive_int, check_seed
+from keras_meta.rl.buffer import RolloutBuffer
 from keras_meta.rl.envs import TaskEnv, check_task_env
+from keras_meta.rl.rl2_inputs import PreviousStep
 
 _INSTALL_HINT = ("Install it with `pip install metaworld==3.1.1` (which pins mujoco==3.3.0; "
                  "use a separate environment if other packages need a newer MuJoCo).")
@@ -60,7 +64,92 @@ def metaworld_available():
     return True, ""
 
 
-class MetaWorldML1(gymnasium.Env, TaskEnv):
+def _check_split(split):
+    if split not in ("train", "test"):
+        raise ValueError(f"Expected `split` to be 'train' or 'test'. Received: split={split!r}")
+
+
+class _MetaWorldTaskEnv(gymnasium.Env, TaskEnv):
+    """A Meta-World v3 benchmark's train or test tasks behind the task interface.
+
+    A task is `{"split": "train" | "test", "index": i}`, the `i`-th of the benchmark's
+    tasks of that split; `set_task` also accepts a raw `metaworld.Task`. Each environment
+    class the tasks name is built once, on its first task, and `set_task` switches to it
+    (Meta-World v3's classes share the 39-dim observation and the (4,) action space).
+    """
+
+    metadata = {"render_modes": []}
+
+    def _build(self, benchmark, split, horizon):
+        self._benchmark = benchmark
+        self._tasks = {"train": list(benchmark.train_tasks), "test": list(benchmark.test_tasks)}
+        self._classes = {**benchmark.test_classes, **benchmark.train_classes}
+        self._instances = {}
+        self._env = self._env_for(self._tasks[split][0])
+        limit = int(getattr(self._env, "max_path_length", 500))
+        if int(horizon) != horizon or not 1 <= horizon <= limit:
+            raise ValueError(f"Expected `horizon` to be an integer in [1, {limit}]. Received: horizon={horizon!r}")
+        self.split, self.horizon = split, int(horizon)
+        inner = self._env.observation_space
+        self.observation_space = spaces.Box(inner.low.astype(np.float32), inner.high.astype(np.float32),
+                                            inner.shape, np.float32)
+        self.action_space = spaces.Box(self._env.action_space.low.astype(np.float32),
+                                       self._env.action_space.high.astype(np.float32),
+                                       self._env.action_space.shape, np.float32)
+        self._task = {"split": split, "index": 0}
+        self._env.set_task(self._tasks[split][0])
+        self._steps = 0
+
+    def _env_for(self, task):
+        if task.env_name not in self._instances:
+            self._instances[task.env_name] = self._classes[task.env_name]()
+        return self._instances[task.env_name]
+
+    @property
+    def env_names(self):
+        """The environment names of this split's tasks, in the benchmark's order."""
+        return list(dict.fromkeys(t.env_name for t in self._tasks[self.split]))
+
+    def sample_tasks(self, n, seed):
+        n = check_positive_int(n, "n")
+        pool = len(self._tasks[self.split])
+        rng = np.random.default_rng(seed)
+        index = rng.choice(pool, n, replace=n > pool)
+        return [{"split": self.split, "index": int(i)} for i in index]
+
+    def set_task(self, task):
+        if isinstance(task, dict):
+            split, index = task.get("split", self.split), int(task["index"])
+            if split not in self._tasks or not 0 <= index < len(self._tasks[split]):
+                raise ValueError(f"Expected a task with split 'train'/'test' and index in [0, "
+                                 f"{len(self._tasks.get(split, []))}). Received: task={task!r}")
+            raw, self._task = self._tasks[split][index], {"split": split, "index": index}
+        else:
+            raw, self._task = task, {"split": "raw", "index": -1, "task": task}
+        self._env = self._env_for(raw)
+        self._env.set_task(raw)
+
+    def get_task(self):
+        return dict(self._task)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        obs, info = self._env.reset(seed=seed)
+        self._steps = 0
+        return np.asarray(obs, np.float32), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self._env.step(np.asarray(action, np.float32))
+        self._steps += 1
+        truncated = bool(truncated) or (not terminated and self._steps >= self.horizon)
+        return np.asarray(obs, np.float32), float(reward), bool(terminated), truncated, info
+
+    def close(self):
+        for env in self._instances.values():
+            env.close()
+
+
+class MetaWorldML1(_MetaWorldTaskEnv):
     """One Meta-World v3 ML1 environment (e.g. "reach-v3") with the task interface.
 
     ML1 varies the goal (and object) positions of one manipulation skill: 50 train and 50
@@ -89,71 +178,43 @@ class MetaWorldML1(gymnasium.Env, TaskEnv):
     ```
     """
 
-    metadata = {"render_modes": []}
-
     def __init__(self, env_name="reach-v3", split="train", horizon=500, seed=0):
-        if split not in ("train", "test"):
-            raise ValueError(f"Expected `split` to be 'train' or 'test'. Received: split={split!r}")
+        _check_split(split)  # before building the benchmark, which is slow
         metaworld = _import_metaworld()
         self._config = dict(env_name=env_name, split=split, horizon=horizon, seed=seed)
         try:
-            self._benchmark = metaworld.ML1(env_name, seed=seed)
+            benchmark = metaworld.ML1(env_name, seed=seed)
         except (KeyError, ValueError, AssertionError) as error:
             raise ValueError(f"Expected an ML1 environment name such as 'reach-v3'. Received: env_name={env_name!r} "
                              f"({error})") from error
-        self._tasks = {"train": list(self._benchmark.train_tasks), "test": list(self._benchmark.test_tasks)}
-        classes = self._benchmark.train_classes if split == "train" else self._benchmark.test_classes
-        self._env = classes[env_name]()
-        limit = int(getattr(self._env, "max_path_length", 500))
-        if int(horizon) != horizon or not 1 <= horizon <= limit:
-            raise ValueError(f"Expected `horizon` to be an integer in [1, {limit}]. Received: horizon={horizon!r}")
-        self.env_name, self.split, self.horizon = env_name, split, int(horizon)
-        inner = self._env.observation_space
-        self.observation_space = spaces.Box(inner.low.astype(np.float32), inner.high.astype(np.float32),
-                                            inner.shape, np.float32)
-        self.action_space = spaces.Box(self._env.action_space.low.astype(np.float32),
-                                       self._env.action_space.high.astype(np.float32),
-                                       self._env.action_space.shape, np.float32)
-        self._task = {"split": split, "index": 0}
-        self._env.set_task(self._tasks[split][0])
-        self._steps = 0
+        self.env_name = env_name
+        self._build(benchmark, split, horizon)
 
-    def sample_tasks(self, n, seed):
-        n = check_positive_int(n, "n")
-        pool = len(self._tasks[self.split])
-        rng = np.random.default_rng(seed)
-        index = rng.choice(pool, n, replace=n > pool)
-        return [{"split": self.split, "index": int(i)} for i in index]
 
-    def set_task(self, task):
-        if isinstance(task, dict):
-            split, index = task.get("split", self.split), int(task["index"])
-            if split not in self._tasks or not 0 <= index < len(self._tasks[split]):
-                raise ValueError(f"Expected a task with split 'train'/'test' and index in [0, "
-                                 f"{len(self._tasks.get(split, []))}). Received: task={task!r}")
-            self._env.set_task(self._tasks[split][index])
-            self._task = {"split": split, "index": index}
-        else:
-            self._env.set_task(task)
-            self._task = {"split": "raw", "index": -1, "task": task}
+class MetaWorldML10(_MetaWorldTaskEnv):
+    """Meta-World v3 ML10: 10 skills to meta-train on, 5 held-out skills to test on.
 
-    def get_task(self):
-        return dict(self._task)
+    The train split holds 50 tasks (goal/object positions) of each of the 10 train
+    skills, the test split 50 of each of the 5 test skills (`env_names` lists them); a
+    task is `{"split": ..., "index": i}` as in `MetaWorldML1`, and `set_task` switches
+    to the task's skill. Building the benchmark resets every skill's environment for
+    each of its tasks, which takes minutes on a small CPU.
 
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        obs, info = self._env.reset(seed=seed)
-        self._steps = 0
-        return np.asarray(obs, np.float32), info
+    Args:
+        split: "train" or "test" tasks for `sample_tasks`.
+        horizon: Episode length (at most 500).
+        seed: Seed of the benchmark's task construction.
 
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self._env.step(np.asarray(action, np.float32))
-        self._steps += 1
-        truncated = bool(truncated) or (not terminated and self._steps >= self.horizon)
-        return np.asarray(obs, np.float32), float(reward), bool(terminated), truncated, info
+    Raises:
+        ImportError: If metaworld (with its pinned MuJoCo) is not importable.
+        ValueError: For an unknown `split` or an out-of-range `horizon`.
+    """
 
-    def close(self):
-        self._env.close()
+    def __init__(self, split="train", horizon=500, seed=0):
+        _check_split(split)  # before building the benchmark, which is slow
+        metaworld = _import_metaworld()
+        self._config = dict(split=split, horizon=horizon, seed=seed)
+        self._build(metaworld.ML10(seed=seed), split, horizon)
 
 
 def meta_evaluate_episodes(learner, env, tasks, adaptation_episodes=(0, 1, 3), eval_episodes=3, seed=0,
@@ -204,3 +265,195 @@ def meta_evaluate_episodes(learner, env, tasks, adaptation_episodes=(0, 1, 3), e
         results[k] = {"success_rate": float(np.mean(successes)), "return": float(np.mean(returns)),
                       "success_per_task": successes, "return_per_task": returns}
     return results
+
+
+class MetaWorldAgent:
+    """A keras_meta RL learner as Meta-World's `MetaLearningAgent`.
+
+    Meta-World 3's own meta-evaluation, `metaworld.evaluation.metalearning_evaluation`,
+    drives an agent through `init` (new tasks), `adapt_action` + `step` (adaptation
+    episodes), `adapt` (after each round of them), then `reset` + `eval_action` (the
+    evaluated episodes) on a vector env with one task per sub-environment. This adapter
+    implements that protocol for both kinds of learner:
+
+    - `MAMLRL` (any learner with `adapt_step`): each sub-environment keeps its own
+      policy, the meta-policy at `init`; `adapt` takes one policy-gradient step per
+      sub-environment on the episodes it finished since the last `adapt`
+      (`learner.adapt_step`), and `eval_action` acts with the adapted policies.
+    - `RL2` (a recurrent `RL2Policy`): `init` starts a trial (zero memory); every action
+      feeds `[s_t, a_{t-1}, r_{t-1}, d_{t-1}]` and carries the memory on, through the
+      adaptation and the evaluated episodes alike; `adapt` does nothing.
+
+    Meta-World's `evaluation` loop passes the agent no rewards, so an `RL2` learner reads
+    the previous reward from the observation: build the evaluation envs with
+    `recurrent_info_in_obs=True, normalize_reward_in_recurrent_info=False` (see
+    `metaworld_eval_envs`). Meta-World's `step` passes no final observation either, so an
+    adaptation episode ending by truncation bootstraps from its last observation.
+
+    Args:
+        learner: A `keras_meta.rl.MAMLRL` or `keras_meta.rl.RL2` (meta-trained on tasks with
+            the evaluation envs' observation and action spaces).
+        deterministic: Evaluate mean / greedy actions (adaptation always samples).
+        seed: Seed of the sampled actions.
+
+    Raises:
+        TypeError: For a learner of neither kind.
+
+    Example:
+
+    ```python
+    from metaworld.evaluation import metalearning_evaluation
+    envs = metaworld_eval_envs("reach-v3", meta_batch_size=5, horizon=150)
+    success_rate, mean_return, per_task = metalearning_evaluation(
+        MetaWorldAgent(learner), envs, num_evals=2, adaptation_episodes=5, evaluation_episodes=3)
+    ```
+    """
+
+    def __init__(self, learner, deterministic=False, seed=0):
+        policy = getattr(learner, "policy", None)
+        self._recurrent = callable(getattr(policy, "get_initial_state", None)) and callable(
+            getattr(learner, "act", None))
+        if not self._recurrent and not callable(getattr(learner, "adapt_step", None)):
+            raise TypeError("Expected `learner` to be a keras_meta.rl.MAMLRL or keras_meta.rl.RL2. Received: "
+                            f"learner of type {type(learner).__name__}")
+        self.learner, self.policy = learner, policy
+        self.deterministic = check_bool(deterministic, "deterministic")
+        self._seed = check_seed(seed) % (2**31)
+        self._draws = 0
+        self._obs_dim = int(policy.observation_dim if self._recurrent else np.prod(learner.observation_shape))
+        self._rows = None
+
+    # --- the MetaLearningAgent protocol -------------------------------------------------------
+    def init(self):
+        """New tasks: back to the meta-policy (MAML-RL) or a fresh trial (RL²)."""
+        self._rows = None  # set up for the vector env's size on the next action
+
+    def adapt_action(self, observations):
+        """Sampled actions for adaptation, and the policy's own actions as `aux_policy_outputs`."""
+        raw = self._act(observations, greedy=False)
+        return self.learner.env_actions(raw), {"policy_action": raw}
+
+    def step(self, timestep):
+        """Records one adaptation step (a `metaworld.evaluation.Timestep`)."""
+        raw = np.asarray(timestep.aux_policy_outputs["policy_action"])
+        done = np.logical_or(timestep.terminated, timestep.truncated)
+        if self._recurrent:
+            self._prev.record(raw, timestep.reward, done)
+            self._pending = None
+            return
+        obs = self._observations(timestep.observation)[:, :self._obs_dim]
+        for i in range(self._rows):
+            current = self._current[i]
+            if current:
+                current[-1][5] = obs[i]  # this observation follows the previous step
+            # The final observation of an ending episode is not passed: its own stands in.
+            current.append([obs[i], raw[i], float(timestep.reward[i]), bool(timestep.terminated[i]),
+                            bool(timestep.truncated[i]), obs[i]])
+            if done[i]:
+                self._finished[i].append(current)
+                self._current[i] = []
+
+    def adapt(self):
+        """MAML-RL: one inner step per sub-environment on its finished episodes. RL²: nothing."""
+        if self._recurrent or self._rows is None:
+            return
+        shape = () if self.policy.discrete else (self.policy.action_dim,)
+        for i, episodes in enumerate(self._finished):
+            if episodes:
+                buffer = RolloutBuffer.from_episodes(episodes, self.learner.observation_shape, shape,
+                                                     discrete=self.policy.discrete)
+                self._policies[i] = self.learner.adapt_step(self._policies[i], buffer)
+        self._finished = [[] for _ in range(self._rows)]
+        self._current = [[] for _ in range(self._rows)]
+
+    def eval_action(self, observations):
+        """Actions of the adapted policies (or of the trial's memory) for evaluation."""
+        return self.learner.env_actions(self._act(observations, greedy=self.deterministic, evaluating=True))
+
+    def reset(self, env_mask):
+        """Marks the sub-environments whose episode just ended (the memory of RL² carries on)."""
+        if self._recurrent and self._rows is not None:
+            self._done = np.logical_or(self._done, np.asarray(env_mask, bool))
+
+    # --- internals ------------------------------------------------------------------------------
+    def _observations(self, observations):
+        return np.asarray(observations, np.float32).reshape(len(observations), -1)
+
+    def _start(self, rows):
+        self._rows = rows
+        if self._recurrent:
+            self._state = self.policy.get_initial_state(rows)
+            self._prev = PreviousStep(self.policy, rows)
+            self._pending, self._done = None, np.zeros(rows, bool)
+        else:
+            self._policies = [self.policy] * rows
+            self._finished = [[] for _ in range(rows)]
+            self._current = [[] for _ in range(rows)]
+
+    def _next_seed(self):
+        self._draws += 1
+        return tf.constant([self._seed, self._draws], tf.int64)
+
+    def _act(self, observations, greedy, evaluating=False):
+        obs = self._observations(observations)
+        if self._rows is None:
+            self._start(len(obs))
+        return self._act_recurrent(obs, greedy, evaluating) if self._recurrent else self._act_adapted(obs, greedy)
+
+    def _act_adapted(self, obs, greedy):
+        obs = obs[:, :self._obs_dim]
+        # One call per distinct policy: before any `adapt` every row shares the meta-policy.
+        groups = {}
+        for i, policy in enumerate(self._policies):
+            groups.setdefault(id(policy), (policy, []))[1].append(i)
+        out = [None] * self._rows
+        for policy, rows in groups.values():
+            x = tf.constant(obs[rows])
+            actions = (policy.mode(None, x) if greedy else policy.sample(None, x, self._next_seed())).numpy()
+            for row, action in zip(rows, actions):
+                out[row] = action
+        return np.stack(out)
+
+    def _act_recurrent(self, obs, greedy, evaluating):
+        if evaluating and self._pending is not None:
+            # Meta-World's evaluation loop passes no rewards: they come with the observation.
+            extra = obs.shape[1] - self._obs_dim
+            if extra != self.policy.action_features + 2:
+                raise ValueError(
+                    "Expected observations carrying the previous action, reward and done (Meta-World's "
+                    f"recurrent_info_in_obs=True, {self._obs_dim} + {self.policy.action_features} + 2 features) "
+                    f"for an RL2 learner in Meta-World's evaluation. Received: observations with {obs.shape[1]} "
+                    "features; build the envs with metaworld_eval_envs(..., recurrent=True).")
+            # After an episode end the observation is the next start's (reward 0 there).
+            self._prev.record(self._pending, obs[:, -2], self._done)
+        self._done = np.zeros(self._rows, bool)
+        actions, self._state = self.learner.act(self._prev.inputs(obs[:, :self._obs_dim]), self._state,
+                                                self._next_seed(), greedy)
+        actions = actions.numpy()
+        self._pending = actions if evaluating else None
+        return actions
+
+
+def metaworld_eval_envs(benchmark="reach-v3", meta_batch_size=5, horizon=500, seed=0, recurrent=False):
+    """Meta-World's own test-split vector env for `metalearning_evaluation`.
+
+    Args:
+        benchmark: An ML1 skill name (e.g. "reach-v3") or "ML10".
+        meta_batch_size: Sub-environments (a multiple of the benchmark's test skills).
+        horizon: Episode length (`max_episode_steps`).
+        seed: Seed of the benchmark's tasks and the envs.
+        recurrent: Add the previous action, reward (unnormalised) and done to the
+            observations, as an `RL2` learner needs in Meta-World's evaluation loop.
+
+    Returns:
+        A gymnasium `SyncVectorEnv` (SAME_STEP autoreset), built by `metaworld.make_ml_envs_test`.
+
+    Raises:
+        ImportError: If metaworld (with its pinned MuJoCo) is not importable.
+    """
+    metaworld = _import_metaworld()
+    check_positive_int(meta_batch_size, "meta_batch_size")
+    check_positive_int(horizon, "horizon")
+    return metaworld.make_ml_envs_test(benchmark, seed=check_seed(seed), meta_batch_size=meta_batch_size,
+                                       max_episode_steps=horizon, recurrent_info_in_obs=bool(recurrent),
+                                       normalize_reward_in_recurrent_info=False)

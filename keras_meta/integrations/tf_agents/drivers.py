@@ -98,19 +98,9 @@ def driver_adapt(learner, env, task, episodes=20, steps=1, seed=0):
     for k in range(steps):
         replay = collect_episodes(env, KerasPolicy(current, env.time_step_spec(), env.action_spec(),
                                                    seed=seed * 1000 + k), episodes)
-        eps = _episodes(replay)[:episodes]
-        horizon = max(len(e) for e in eps)
-        # One episode a row: the buffer stops recording a row at its episode's end, so
-        # shorter episodes are padded by repeating their last transition.
-        rollout = RolloutBuffer(1, episodes, horizon, learner.observation_shape,
-                                () if learner.policy.discrete else (learner.policy.action_dim,),
-                                discrete=learner.policy.discrete, autoreset_mode="SameStep",
-                                max_episodes_per_env=1)
-        for h in range(horizon):
-            rows = [e[min(h, len(e) - 1)] for e in eps]
-            stack = lambda i, dtype: np.stack([r[i] for r in rows])[None].astype(dtype)
-            rollout.add(stack(0, np.float32), stack(1, np.int64 if learner.policy.discrete else np.float32),
-                        stack(2, np.float32), stack(3, bool), stack(4, bool), stack(5, np.float32))
+        rollout = RolloutBuffer.from_episodes(_episodes(replay)[:episodes], learner.observation_shape,
+                                              () if learner.policy.discrete else (learner.policy.action_dim,),
+                                              discrete=learner.policy.discrete)
         current = learner.adapt_step(current, rollout)
     return current
 
