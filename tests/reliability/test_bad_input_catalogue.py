@@ -1000,7 +1000,21 @@ GRAPH_ENV_CASES = [
     ("graph-tf-env-zero-envs", lambda: _graph_tf_env(envs_per_task=0), ValueError, r"envs_per_task=0"),
     ("graph-tf-env-set-tasks-shape", lambda: _graph_tf_env().set_tasks(np.zeros((3, 2), F32)), ValueError,
      r"tasks.shape=\(3, 2\)"),
+    ("metaworld-agent-unknown-learner", lambda: km.rl.MetaWorldAgent("maml"), TypeError, r"learner of type str"),
+    ("metaworld-agent-deterministic-str", lambda: km.rl.MetaWorldAgent(_rl_maml(), deterministic="yes"), TypeError,
+     r"deterministic='yes'"),
+    ("metaworld-agent-negative-seed", lambda: km.rl.MetaWorldAgent(_rl_maml(), seed=-1), ValueError, r"seed=-1"),
+    ("metaworld-ml10-unknown-split", lambda: _needs_metaworld().MetaWorldML10(split="validation"), ValueError,
+     r"split='validation'"),
+    ("metaworld-eval-envs-zero-batch", lambda: _needs_metaworld().metaworld_eval_envs(meta_batch_size=0), ValueError,
+     r"meta_batch_size=0"),
 ]
+
+
+def _needs_metaworld():
+    if not km.rl.metaworld_available()[0]:
+        pytest.skip("needs metaworld with its pinned MuJoCo")
+    return km.rl
 
 
 def _tf():
