@@ -83,3 +83,18 @@ def is_graph_model(model):
         raise _missing("keras.src.models.functional.Functional") from None
     return isinstance(model, (keras.Sequential, Functional))
 
+
+
+def gen_array_ops():
+    """TensorFlow's generated `array_ops` module, whose `broadcast_gradient_args` the
+    gradients of broadcasting binary ops call (`math_grad.SmartBroadcastGradientArgs`)."""
+    try:
+        from tensorflow.python.ops import gen_array_ops as module
+        from tensorflow.python.ops import math_grad
+    except ImportError:
+        raise _missing("tensorflow.python.ops.gen_array_ops") from None
+    if (not callable(getattr(module, "broadcast_gradient_args", None))
+            or getattr(math_grad, "gen_array_ops", None) is not module):
+        raise _missing("tensorflow.python.ops.gen_array_ops.broadcast_gradient_args, "
+                       "called by math_grad")
+    return module

@@ -7,10 +7,14 @@ built only on the learner protocol (`meta_state`, `adapt_states`, `predict_adapt
 every learner that implements the protocol exports with no code of its own.
 """
 
+import contextlib
+import tempfile
+
 import numpy as np
 import tensorflow as tf
 
-from keras_meta._validation import check_steps
+from keras_meta import _compat
+from keras_meta._validation import check_bool, check_steps
 from keras_meta.ops import exact_batch_statistics
 from keras_meta.tasks.base import TaskDistribution
 from keras_meta.training import sources
@@ -55,7 +59,54 @@ def _examples_spec(spec, name):
     return tf.TensorSpec([None, *spec.shape[1:]], spec.dtype, name=name)
 
 
-def adaptive_module(learner, support_y_spec, steps=None):
+def _step_count(steps, max_steps, default_steps, dynamic):
+    """`(steps, max_steps)` checked: the default step count and the compiled bound."""
+    steps = default_steps if steps is None else check_steps(steps, "steps", allow_zero=True)
+    if max_steps is None:
+        return steps, steps
+    max_steps = check_steps(max_steps, "max_steps", allow_zero=True)
+    if not dynamic:
+        raise ValueError(
+            "Expected `max_steps=None`: this learner's adaptation has no step count to pass "
+            f"at run time. Received: max_steps={max_steps}")
+    if max_steps < steps:
+        raise ValueError(f"Expected `max_steps` >= steps={steps} (the default step count). "
+                         f"Received: max_steps={max_steps}")
+    return steps, max_steps
+
+
+def _broadcast_gradient_args(s0, s1, name=None):
+    """`BroadcastGradientArgs` from TFLite built-in ops: the axes each operand was
+    broadcast along (axes where both are 1 may be listed or not: summing over them changes
+    nothing)."""
+    del name
+    rank = tf.maximum(tf.size(s0), tf.size(s1))
+    padded = [tf.concat([tf.ones([rank - tf.size(s)], s.dtype), s], 0) for s in (s0, s1)]
+    axes = tf.range(rank, dtype=s0.dtype)
+    return tuple(tf.boolean_mask(axes, (mine == 1) & (other != 1))
+                 for mine, other in (padded, padded[::-1]))
+
+
+@contextlib.contextmanager
+def _builtin_broadcast_gradients():
+    """Gradients of broadcasting ops traced without the `BroadcastGradientArgs` op.
+
+    Where both operands of a broadcasting op have a free (shots) axis, TensorFlow's
+    gradient asks `BroadcastGradientArgs` for the reduction axes at run time; TFLite has no
+    built-in kernel for it and `tf.lite.Interpreter` links no TensorFlow (Flex) kernels.
+    The same axes from built-in ops keep the exported graph convertible; the reductions,
+    and so the values, are the same.
+    """
+    module = _compat.gen_array_ops()
+    original = module.broadcast_gradient_args
+    module.broadcast_gradient_args = _broadcast_gradient_args
+    try:
+        yield
+    finally:
+        module.broadcast_gradient_args = original
+
+
+def adaptive_module(learner, support_y_spec, steps=None, max_steps=None):
     """A `tf.Module` holding `learner`'s variables, with its adaptation as `tf.function`s.
 
     The module tracks the `tf.Variable`s behind the model's weights, the learner's
@@ -68,19 +119,24 @@ def adaptive_module(learner, support_y_spec, steps=None):
         learner: A `MetaTrainer` whose loss is resolved (compiled with one, or fit).
         support_y_spec: A `tf.TensorSpec` of one task's support targets; its first (shots)
             axis is freed.
-        steps: Adaptation steps compiled into `adapt` (`learner.default_adapt_steps` when
+        steps: Adaptation steps when none are passed (`learner.default_adapt_steps` when
             None).
+        max_steps: The most steps the `steps` argument may ask for (`steps` when None);
+            only for learners with `adapt_state_upto` (a step count at run time).
 
     Returns:
         `(module, signatures)`: the module and its concrete functions by signature name.
 
     Raises:
         TypeError: If `support_y_spec` is not a `tf.TensorSpec` of rank >= 1, or `steps`
-            is not an integer.
-        ValueError: If `steps` is negative or the model has no known input.
+            or `max_steps` is not an integer.
+        ValueError: If `steps` is negative, `max_steps` is below `steps` or given for a
+            learner without a step count, or the model has no known input.
     """
-    steps = learner.default_adapt_steps if steps is None else check_steps(
-        steps, "steps", allow_zero=True)
+    # A learner whose adaptation takes gradient steps compiles one graph of `max_steps`
+    # steps that takes as many as asked for; ProtoNet's prototypes take no steps.
+    dynamic = hasattr(learner, "adapt_state_upto")
+    steps, max_steps = _step_count(steps, max_steps, learner.default_adapt_steps, dynamic)
     support_y = _examples_spec(support_y_spec, "support_y")
     inputs = getattr(learner.model, "inputs", None)
     if not inputs:
@@ -91,6 +147,7 @@ def adaptive_module(learner, support_y_spec, steps=None):
     x_spec = tf.TensorSpec([None, *inputs[0].shape[1:]], inputs[0].dtype)
     support_x = _examples_spec(x_spec, "support_x")
     x = _examples_spec(x_spec, "x")
+    step_spec = [tf.TensorSpec([], tf.int32, name="steps")] if dynamic else []
 
     module = tf.Module(name=f"{learner.name}_adaptive")
     seen, module.learner_variables = set(), []
@@ -104,13 +161,24 @@ def adaptive_module(learner, support_y_spec, steps=None):
     # flat arguments; recorded when `adapt` is traced.
     structure = []
 
-    def adapted_state(meta, support_x, support_y):
+    def adapted_state(meta, support_x, support_y, *count):
         options = {k: tf.constant(v, meta.params[0].dtype)
                    for k, v in learner.adapt_options().items()}
-        return learner.adapt_states(meta, support_x, support_y, (steps,), **options)[0]
+        if not dynamic:
+            return learner.adapt_states(meta, support_x, support_y, (steps,), **options)[0]
+        count, = count
+        checks = [tf.debugging.assert_non_negative(count, message="steps"),
+                  tf.debugging.assert_less_equal(count, max_steps, message="steps")]
+        with tf.control_dependencies(checks):
+            count = tf.identity(count)
+        return learner.adapt_state_upto(meta, support_x, support_y, count, max_steps,
+                                        **options)
 
-    def adapt(support_x, support_y):
-        state = adapted_state(learner.meta_state(), support_x, support_y)
+    def adapt(support_x, support_y, *count):
+        if dynamic and not count:
+            return signatures["adapt"](support_x=support_x, support_y=support_y,
+                                       steps=tf.constant(steps))
+        state = adapted_state(learner.meta_state(), support_x, support_y, *count)
         structure.append(tf.nest.map_structure(lambda _: None, state))
         return {f"state_{i}": t for i, t in enumerate(tf.nest.flatten(state))}
 
@@ -121,63 +189,142 @@ def adaptive_module(learner, support_y_spec, steps=None):
     def serve_meta(x):
         return {"predictions": learner.model(x, training=False)}
 
-    def adapt_and_serve(support_x, support_y, x):
-        meta = learner.meta_state()
-        state = adapted_state(meta, support_x, support_y)
-        return {"predictions": learner.predict_adapted(meta, state, x)}
+    def adapt_and_serve(support_x, support_y, x, *count):
+        # The traced `adapt` and `serve`, called rather than traced again.
+        state = signatures["adapt"](support_x=support_x, support_y=support_y,
+                                    **({"steps": count[0]} if count else
+                                       {"steps": tf.constant(steps)} if dynamic else {}))
+        return signatures["serve"](x=x, **state)
 
-    with exact_batch_statistics():
-        module.adapt = tf.function(adapt, input_signature=[support_x, support_y])
-        signatures = {"adapt": module.adapt.get_concrete_function()}
+    with exact_batch_statistics(), _builtin_broadcast_gradients():
+        module.adapt = tf.function(adapt)
+        signatures = {"adapt": module.adapt.get_concrete_function(support_x, support_y,
+                                                                  *step_spec)}
         # The state's shapes as adaptation makes them: ProtoNet's class axis is the support
         # size, so it stays free.
         state_specs = [tf.TensorSpec(t.shape, t.dtype, name=name)
                        for name, t in signatures["adapt"].structured_outputs.items()]
         module.serve = tf.function(serve, input_signature=[x, *state_specs])
         module.serve_meta = tf.function(serve_meta, input_signature=[x])
-        module.adapt_and_serve = tf.function(adapt_and_serve,
-                                             input_signature=[support_x, support_y, x])
-        for name in ("serve", "serve_meta", "adapt_and_serve"):
+        module.adapt_and_serve = tf.function(adapt_and_serve)
+        for name in ("serve", "serve_meta"):
             signatures[name] = getattr(module, name).get_concrete_function()
+        signatures["adapt_and_serve"] = module.adapt_and_serve.get_concrete_function(
+            support_x, support_y, x, *step_spec)
+        if dynamic:
+            # The loaded methods also take no `steps` (the default step count).
+            module.adapt.get_concrete_function(support_x, support_y)
+            module.adapt_and_serve.get_concrete_function(support_x, support_y, x)
     return module, signatures
 
 
-def export_adaptive(learner, path, support_y_spec, steps=None):
-    """Writes `learner`'s adaptation as one SavedModel that plain TensorFlow runs.
+def export_adaptive(learner, path, support_y_spec, steps=None, max_steps=None,
+                    format="saved_model"):
+    """Writes `learner`'s adaptation as one SavedModel (or TFLite model) that plain TensorFlow runs.
 
     Prefer `learner.export_adaptive(path)`, which resolves the loss and `support_y_spec`.
     Signatures (also the loaded object's methods, e.g. `loaded.adapt(sx, sy)`):
 
-    - `adapt(support_x, support_y) -> {"state_0": ..., "state_1": ...}`: the learner's
-      own adaptation (`adapt_states`) with `steps` steps: for gradient learners the inner
-      loop with their rule (SGD, Meta-SGD's learned rates, MAML++'s per-step rates and
-      BatchNormalization weights), for ProtoNet the prototypes. The state is flattened
-      with `tf.nest.flatten` and named in that order.
+    - `adapt(support_x, support_y, steps) -> {"state_0": ..., "state_1": ...}`: the
+      learner's own adaptation with `steps` steps (a scalar int32, `0 <= steps <=
+      max_steps`): for gradient learners the inner loop with their rule (SGD, Meta-SGD's
+      learned rates, MAML++'s per-step rates and BatchNormalization weights), for ProtoNet
+      the prototypes (no `steps` argument: they take none). The loaded object's method
+      also takes `(support_x, support_y)` alone, with the default `steps`. The state is
+      flattened with `tf.nest.flatten` and named in that order.
     - `serve(x, state_0, state_1, ...) -> {"predictions": ...}`: `predict_adapted` at the
       state `adapt` returned.
     - `serve_meta(x) -> {"predictions": ...}`: the plain model at the meta-weights,
       `model(x, training=False)` (moving BatchNorm statistics; ProtoNet's embeddings).
-    - `adapt_and_serve(support_x, support_y, x) -> {"predictions": ...}`: both in one call.
+    - `adapt_and_serve(support_x, support_y, x, steps) -> {"predictions": ...}`: both in
+      one call.
 
-    The shots axis of `support_x`/`support_y` is free (any support size); the number of
-    adaptation steps is fixed at export (a `steps` signature argument is not offered
-    yet). Adaptation options take the learner's defaults (e.g. the training `inner_lr`).
-    Predictions use the batch statistics of `x`, as `predict_adapted` does: pass a task's
-    inputs in one batch.
+    The shots axis of `support_x`/`support_y` is free (any support size). The graph holds
+    `max_steps` inner steps, each taken only while its index is below `steps`, so a step
+    count costs its own steps only. Adaptation options take the learner's defaults (e.g.
+    the training `inner_lr`). Predictions use the batch statistics of `x`, as
+    `predict_adapted` does: pass a task's inputs in one batch.
 
     Args:
         learner: A `MetaTrainer` whose loss is resolved.
-        path: Directory to write the SavedModel to.
+        path: Directory to write the SavedModel to (`format="saved_model"`), or the
+            `.tflite` file (`format="tflite"`, see `to_tflite`).
         support_y_spec: A `tf.TensorSpec` of one task's support targets.
-        steps: Adaptation steps (`learner.default_adapt_steps` when None).
+        steps: The default step count (`learner.default_adapt_steps` when None).
+        max_steps: The most steps `steps` may ask for (`steps` when None).
+        format: `"saved_model"` or `"tflite"`.
 
     Returns:
         The `tf.Module` that was saved.
 
     Raises:
-        TypeError, ValueError: As `adaptive_module`, before anything is written.
+        TypeError, ValueError: As `adaptive_module`, or on an unknown `format`, before
+            anything is written.
     """
-    module, signatures = adaptive_module(learner, support_y_spec, steps)
+    if format not in ("saved_model", "tflite"):
+        raise ValueError("Expected `format` to be 'saved_model' or 'tflite'. Received: "
+                         f"format={format!r}")
+    module, signatures = adaptive_module(learner, support_y_spec, steps, max_steps)
+    if format == "tflite":
+        with tempfile.TemporaryDirectory() as saved_model:
+            with exact_batch_statistics():
+                tf.saved_model.save(module, saved_model, signatures=signatures)
+            to_tflite(saved_model, path)
+        return module
     with exact_batch_statistics():
         tf.saved_model.save(module, str(path), signatures=signatures)
     return module
+
+
+def to_tflite(saved_model_dir, path, select_tf_ops=False):
+    """Converts an adaptive SavedModel's signatures to one TFLite model file.
+
+    Built-in TFLite ops only by default: `tf.lite.Interpreter` of the `tensorflow`
+    package (2.21) links no TensorFlow (Flex) kernels, and every op of the exported inner
+    loop, its gradients included, converts to a built-in one (`export_adaptive` traces the
+    broadcasting gradients without `BroadcastGradientArgs`, the one that would not). A
+    model with an op that has no built-in kernel is refused, naming it, unless
+    `select_tf_ops=True` (for a runtime that links the Flex delegate). Run a signature
+    with `tf.lite.Interpreter(model_path=path).get_signature_runner("adapt_and_serve")`.
+    The run-time checks on `steps` are dropped by the converter: a `steps` above
+    `max_steps` takes `max_steps` steps.
+
+    Args:
+        saved_model_dir: An adaptive SavedModel (`export_adaptive`).
+        path: The `.tflite` file to write.
+        select_tf_ops: Allow TensorFlow ops without a built-in kernel (`SELECT_TF_OPS`).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: If the converter refuses the model (the message names the op).
+        TypeError: If `select_tf_ops` is not a bool.
+    """
+    check_bool(select_tf_ops, "select_tf_ops")
+    signatures = ("adapt", "serve", "serve_meta", "adapt_and_serve")
+    with tempfile.TemporaryDirectory() as wrapped:
+        # The converter takes a root object with a `serve` attribute for a Keras
+        # `model.export` artifact and converts only that endpoint: re-saved under a root
+        # without it, every signature is converted.
+        loaded = tf.saved_model.load(str(saved_model_dir))
+        root = tf.Module()
+        root.adaptive = loaded
+        tf.saved_model.save(root, wrapped, signatures={k: loaded.signatures[k]
+                                                        for k in signatures})
+        converter = tf.lite.TFLiteConverter.from_saved_model(wrapped,
+                                                             signature_keys=list(signatures))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS] + (
+            [tf.lite.OpsSet.SELECT_TF_OPS] if select_tf_ops else [])
+        converter.experimental_enable_resource_variables = True
+        try:
+            flat = converter.convert()
+        except Exception as error:  # The converter raises its own ConverterError.
+            raise ValueError(
+                "Expected an adaptive SavedModel whose ops TFLite supports (built-in ops"
+                f"{'' if select_tf_ops else ' only; select_tf_ops=False'}). Received: "
+                f"saved_model_dir={str(saved_model_dir)!r}, which fails with: {error}"
+            ) from error
+    with open(path, "wb") as f:
+        f.write(flat)
+    return path

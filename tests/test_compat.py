@@ -36,6 +36,14 @@ def test_pfor_internals():
     assert pfor._is_under_xla_context() is False
 
 
+def test_gen_array_ops_broadcast_gradient_args():
+    # The broadcasting gradients reach the op through this module attribute (export.py
+    # swaps it while tracing adaptive exports).
+    module = _compat.gen_array_ops()
+    r0, r1 = module.broadcast_gradient_args(tf.constant([5, 1]), tf.constant([1]))
+    assert r0.numpy().tolist() == [1] and r1.numpy().tolist() == [0, 1]
+
+
 def test_flatten_layers():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3), keras.layers.Dense(1)])
     names = [type(layer).__name__ for layer in _compat.flatten_layers(model)]

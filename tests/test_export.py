@@ -36,14 +36,13 @@ def randomize(variables, seed, low, high):
         v.assign(rng.uniform(low, high, v.shape).astype(v.dtype))
 
 
-def sinusoid_learner(make, steps):
+def sinusoid_learner(make):
     def build():
         learner = make()
-        learner.compile(optimizer=keras.optimizers.SGD(0.01))
-        learner.fit(km.tasks.Sinusoid(shots=5, queries=5), meta_batch_size=2,
-                    steps_per_epoch=1, verbose=0)
+        learner.compile(loss="mse")
         randomize(learner.extra_meta_variables(), 1, 0.01, 0.2)
-        return learner, {"steps": steps}, {
+        return learner, {"steps": 1, "max_steps": MAX_STEPS,
+                         "support_y_spec": tf.TensorSpec([None, 1], tf.float32)}, {
             k: km.tasks.Sinusoid(shots=k, queries=7, split="test").sample(1, k)
             for k in SHOTS}
     return build
@@ -65,16 +64,25 @@ def protonet():
     return learner, {"support_y_spec": tf.TensorSpec([None], tf.int32)}, batches
 
 
+# Step counts asked of the exported `steps` argument, up to the compiled MAX_STEPS: 0, the
+# default (1), and past MAML++'s two trained steps (the last step's rates reused).
+STEPS = (0, 1, 3)
+MAX_STEPS = 3
+
 LEARNERS = {
-    # Two steps, the default being one: the exported step count is the one asked for.
-    "maml": sinusoid_learner(lambda: km.MAML(mlp(), inner_lr=0.05), steps=2),
-    "meta_sgd": sinusoid_learner(lambda: km.MetaSGD(mlp(), inner_lr=0.05), steps=None),
-    # Three steps past training's two reuse the last step's rates.
+    "maml": sinusoid_learner(lambda: km.MAML(mlp(), inner_lr=0.05, inner_steps=2)),
+    "fomaml": sinusoid_learner(lambda: km.FOMAML(mlp(), inner_lr=0.05)),
+    "meta_sgd": sinusoid_learner(lambda: km.MetaSGD(mlp(), inner_lr=0.05)),
+    "anil": sinusoid_learner(lambda: km.ANIL(mlp(), inner_lr=0.05)),
+    "reptile": sinusoid_learner(lambda: km.Reptile(mlp(), inner_lr=0.05, inner_steps=2)),
     "maml_pp": sinusoid_learner(
         lambda: km.MAMLPlusPlus(mlp(batch_norm=True), inner_lr=0.05, inner_steps=2,
-                                steps_per_epoch=1), steps=3),
+                                steps_per_epoch=1)),
     "protonet": protonet,
 }
+# The default run: a plain rule, learned per-step rates with BatchNormalization, and
+# prototypes; the others under -m slow (export traces take seconds each).
+DEFAULT = ("maml", "maml_pp", "protonet")
 
 # Runs in a fresh interpreter: loads every SavedModel with TensorFlow alone.
 _SERVE = """
@@ -84,63 +92,102 @@ root = sys.argv[1]
 for name in json.loads(sys.argv[2]):
     loaded = tf.saved_model.load(f"{root}/{name}/model")
     sig = loaded.signatures
+    takes_steps = "steps" in sig["adapt"].structured_input_signature[1]
     for path in json.loads(sys.argv[3]):
         data = np.load(f"{root}/{name}/{path}.npz")
         sx, sy, x = (tf.constant(data[k]) for k in ("support_x", "support_y", "x"))
-        state = sig["adapt"](support_x=sx, support_y=sy)
+        served = {"serve_meta": sig["serve_meta"](x=x)["predictions"].numpy()}
+        # The loaded method with the default step count.
+        state = loaded.adapt(sx, sy)
+        served["default"] = loaded.serve(x, *[state[f"state_{i}"]
+                                              for i in range(len(state))])["predictions"]
+        for steps in json.loads(sys.argv[4]) if takes_steps else [None]:
+            count = {} if steps is None else {"steps": tf.constant(steps)}
+            state = sig["adapt"](support_x=sx, support_y=sy, **count)
+            served[f"serve_{steps}"] = sig["serve"](x=x, **state)["predictions"]
+            served[f"adapt_and_serve_{steps}"] = sig["adapt_and_serve"](
+                support_x=sx, support_y=sy, x=x, **count)["predictions"]
         np.savez(f"{root}/{name}/{path}_served.npz",
-                 serve=sig["serve"](x=x, **state)["predictions"].numpy(),
-                 adapt_and_serve=sig["adapt_and_serve"](support_x=sx, support_y=sy,
-                                                        x=x)["predictions"].numpy(),
-                 serve_meta=sig["serve_meta"](x=x)["predictions"].numpy(),
-                 methods=loaded.serve(x, *[state[f"state_{i}"]
-                                           for i in range(len(state))])["predictions"].numpy())
+                 **{k: np.asarray(v) for k, v in served.items()})
 assert "keras_meta" not in sys.modules, sorted(m for m in sys.modules if "keras_meta" in m)
 """
+
+
+def _export_and_serve(root, names):
+    """Exports `names`, runs `_SERVE` on them; returns in-Python predictions by
+    (name, shots, steps), steps None for the plain model."""
+    expected = {}
+    for name in names:
+        learner, kwargs, batches = LEARNERS[name]()
+        learner.export_adaptive(root / name / "model", **kwargs)
+        for k, batch in batches.items():
+            sx, sy, x = (np.asarray(v[0]) for v in batch[:3])
+            np.savez(root / name / f"k{k}.npz", support_x=sx, support_y=sy, x=x)
+            for steps in STEPS if "steps" in kwargs else ("default",):
+                expected[name, k, steps] = learner.adapt(
+                    sx, sy, steps=None if steps == "default" else steps)(x).numpy()
+            # The loaded methods' default: the `steps` given to the export.
+            expected[name, k, "default"] = expected[name, k, kwargs.get("steps", "default")]
+            expected[name, k, None] = learner.model(x, training=False).numpy()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([sys.executable, "-c", _SERVE, str(root), json.dumps(list(names)),
+                    json.dumps([f"k{k}" for k in SHOTS]), json.dumps(list(STEPS))],
+                   check=True, env=env, cwd=root)
+    return expected
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("adaptive")
-    expected = {}
-    for name, build in LEARNERS.items():
-        learner, kwargs, batches = build()
-        learner.export_adaptive(root / name / "model", **kwargs)
-        steps = kwargs.get("steps")
-        for k, batch in batches.items():
-            sx, sy, x = (np.asarray(v[0]) for v in batch[:3])
-            np.savez(root / name / f"k{k}.npz", support_x=sx, support_y=sy, x=x)
-            expected[name, k] = (learner.adapt(sx, sy, steps=steps)(x).numpy(),
-                                 learner.model(x, training=False).numpy())
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    subprocess.run([sys.executable, "-c", _SERVE, str(root), json.dumps(list(LEARNERS)),
-                    json.dumps([f"k{k}" for k in SHOTS])], check=True, env=env, cwd=root)
-    return root, expected
+    return root, _export_and_serve(root, DEFAULT)
+
+
+@pytest.fixture(scope="module")
+def exported_all(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adaptive_all")
+    return root, _export_and_serve(root, [n for n in LEARNERS if n not in DEFAULT])
+
+
+def _assert_served_as_in_python(root, expected, name, k):
+    served = np.load(root / name / f"k{k}_served.npz")
+    takes_steps = name != "protonet"
+    pairs = [("default", "default")]
+    for steps in STEPS if takes_steps else (None,):
+        pairs += [(f"serve_{steps}", steps if takes_steps else "default"),
+                  (f"adapt_and_serve_{steps}", steps if takes_steps else "default")]
+    for key, steps in pairs:
+        adapted = expected[name, k, steps]
+        # ProtoNet's exported logits have a column per support example; its adapted
+        # model keeps the classes 0..N-1 that had one (the rest get the lowest logit).
+        predictions = served[key]
+        np.testing.assert_allclose(predictions[:, :adapted.shape[1]], adapted,
+                                   rtol=1e-6, atol=1e-6, err_msg=key)
+        np.testing.assert_array_equal(predictions[:, adapted.shape[1]:],
+                                      np.finfo(predictions.dtype).min)
+    np.testing.assert_allclose(served["serve_meta"], expected[name, k, None], rtol=1e-6,
+                               atol=1e-6)
 
 
 @pytest.mark.parametrize("k", SHOTS)
-@pytest.mark.parametrize("name", list(LEARNERS))
+@pytest.mark.parametrize("name", DEFAULT)
 def test_saved_model_adapts_as_the_learner_in_plain_tensorflow(exported, name, k):
-    root, expected = exported
-    adapted, meta = expected[name, k]
-    served = np.load(root / name / f"k{k}_served.npz")
-    for signature in ("serve", "adapt_and_serve", "methods"):
-        # ProtoNet's exported logits have a column per support example; its adapted
-        # model keeps the classes 0..N-1 that had one (the rest get the lowest logit).
-        predictions = served[signature]
-        np.testing.assert_allclose(predictions[:, :adapted.shape[1]], adapted,
-                                   rtol=1e-5, atol=1e-5, err_msg=signature)
-        np.testing.assert_array_equal(predictions[:, adapted.shape[1]:],
-                                      np.finfo(predictions.dtype).min)
-    np.testing.assert_allclose(served["serve_meta"], meta, rtol=1e-5, atol=1e-5)
+    _assert_served_as_in_python(*exported, name, k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", SHOTS)
+@pytest.mark.parametrize("name", [n for n in LEARNERS if n not in DEFAULT])
+def test_every_learner_adapts_as_in_python(exported_all, name, k):
+    _assert_served_as_in_python(*exported_all, name, k)
 
 
 def test_adaptation_changes_the_predictions(exported):
     # The comparison above would pass for an `adapt` that did nothing.
     root, expected = exported
-    for name in ("maml", "meta_sgd", "maml_pp"):
-        adapted, meta = expected[name, SHOTS[0]]
-        assert np.abs(adapted - meta).max() > 1e-3, name
+    for name in ("maml", "maml_pp"):
+        k = SHOTS[0]
+        assert np.abs(expected[name, k, 1] - expected[name, k, 0]).max() > 1e-3, name
+        assert np.abs(expected[name, k, 3] - expected[name, k, 1]).max() > 1e-3, name
 
 
 def test_support_label_spec_is_what_the_tasks_give():
@@ -163,3 +210,44 @@ def test_export_refuses_missing_or_malformed_label_spec(tmp_path):
         learner.export_adaptive(tmp_path / "bad", steps=-1,
                                 support_y_spec=tf.TensorSpec([None, 1], tf.float32))
     assert not any(tmp_path.iterdir())
+
+
+def test_export_refuses_bad_step_bounds(tmp_path):
+    learner = km.MAML(mlp())
+    learner.compile(loss="mse")
+    spec = tf.TensorSpec([None, 1], tf.float32)
+    with pytest.raises(ValueError, match="max_steps"):
+        learner.export_adaptive(tmp_path / "bad", steps=3, max_steps=2, support_y_spec=spec)
+    with pytest.raises(TypeError, match="max_steps"):
+        learner.export_adaptive(tmp_path / "bad", max_steps=2.0, support_y_spec=spec)
+    with pytest.raises(ValueError, match="format"):
+        learner.export_adaptive(tmp_path / "bad", support_y_spec=spec, format="onnx")
+    protonet_learner = protonet()[0]
+    with pytest.raises(ValueError, match="max_steps"):
+        protonet_learner.export_adaptive(tmp_path / "bad", max_steps=2,
+                                         support_y_spec=tf.TensorSpec([None], tf.int32))
+    assert not any(tmp_path.iterdir())
+
+
+def test_saved_model_refuses_steps_past_the_bound(exported):
+    root, _ = exported
+    loaded = tf.saved_model.load(str(root / "maml" / "model"))
+    data = np.load(root / "maml" / f"k{SHOTS[0]}.npz")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="steps"):
+        loaded.adapt(tf.constant(data["support_x"]), tf.constant(data["support_y"]),
+                     tf.constant(MAX_STEPS + 1))
+
+
+@pytest.mark.parametrize("shapes", [([5, 1], [5, 1]), ([5, 8], [8]), ([1, 3], [4, 1]),
+                                    ([2, 1, 3], [3]), ([], [4, 2]), ([1], [1])])
+def test_builtin_broadcast_gradient_args_reduce_as_tensorflow(shapes):
+    # Axes where both operands are 1 may differ; summing over them changes nothing, so
+    # compare the reduced gradients, as the broadcasting ops' gradients use them.
+    s0, s1 = (tf.constant(s, tf.int32) for s in shapes)
+    grad = tf.random.stateless_normal(tf.broadcast_dynamic_shape(s0, s1), seed=(1, 2))
+    for ours, theirs, shape in zip(export._broadcast_gradient_args(s0, s1),
+                                   tf.raw_ops.BroadcastGradientArgs(s0=s0, s1=s1),
+                                   (s0, s1)):
+        np.testing.assert_array_equal(
+            tf.reshape(tf.reduce_sum(grad, ours, keepdims=True), shape),
+            tf.reshape(tf.reduce_sum(grad, theirs, keepdims=True), shape))

@@ -6,9 +6,11 @@ outputs become its contribution to the meta-step.
 """
 
 import keras
+import numpy as np
 
 from keras_meta import _compat, inner
 from keras_meta._validation import check_bool, check_learning_rate, check_steps
+from keras_meta.inner import memory
 from keras_meta.ops import forward, random_state, with_batch_statistics
 from keras_meta.training import MetaTrainer, TaskOutputs
 
@@ -56,7 +58,6 @@ class GradientLearner(MetaTrainer):
         self.first_order = first_order
         self.inner_rule = inner_rule
 
-
     # ----- what subclasses choose -----------------------------------------------------
 
     def update_rule(self, meta, inner_lr):
@@ -78,7 +79,6 @@ class GradientLearner(MetaTrainer):
             return []
         return list(self.inner_rule.trainable_variables)
 
-
     def adapted_mask(self):
         """Which of `model.trainable_variables` the inner loop adapts (all by default)."""
         return [True] * len(self.model.trainable_variables)
@@ -97,7 +97,7 @@ class GradientLearner(MetaTrainer):
     # ----- the inner loop -------------------------------------------------------------
 
     def adapt_task(self, meta, support_x, support_y, steps, inner_lr, first_order,
-                   on_step=None):
+                   on_step=None, limit=None):
         """The model's fast weights after `steps` inner updates on one task's support set.
 
         The layers' random-seed states (Dropout, GaussianNoise) advance from step to step,
@@ -110,6 +110,8 @@ class GradientLearner(MetaTrainer):
             inner_lr: Step size given to `update_rule`.
             first_order: Hold inner gradients constant for the outer tape.
             on_step: Optional `on_step(k, fast_weights)` at every step `k` (0 included).
+            limit: Optional scalar int tensor: take only the first `limit` of the `steps`
+                steps (`keras_meta.inner.adapt`).
 
         Returns:
             `inner.Adapted(params, state, carry)`: `params` in the order of
@@ -137,9 +139,12 @@ class GradientLearner(MetaTrainer):
 
         record = None if on_step is None else (lambda k, adapted: on_step(k, merge(adapted)))
         seeds = random_state.carried(meta.non_trainables, seed_mask) or None
+        plan = self.memory_plan
         result = inner.adapt(support_loss, [v for v, m in zip(meta.params, mask) if m],
                              self.update_rule(meta, inner_lr), steps, first_order=first_order,
-                             carry=seeds, on_step=record)
+                             carry=seeds, on_step=record, limit=limit,
+                             recompute=bool(plan and plan.recompute),
+                             exact_steps=plan.exact_steps if plan else None)
         non_trainables = meta.non_trainables if seeds is None else random_state.merge(
             meta.non_trainables, seed_mask, result.carry)
         return inner.Adapted(merge(result.params), result.state, non_trainables)
@@ -168,6 +173,15 @@ class GradientLearner(MetaTrainer):
         self.adapt_task(meta, support_x, support_y, max(steps), inner_lr, True, on_step=record)
         return [recorded[s] for s in steps]
 
+    def adapt_state_upto(self, meta, support_x, support_y, steps, max_steps, inner_lr):
+        """The fast weights after `steps` inner steps, a scalar int tensor up to `max_steps`.
+
+        One graph of `max_steps` steps, each taken only while its index is below `steps`
+        (what `export_adaptive` compiles for its `steps` argument).
+        """
+        return self.adapt_task(meta, support_x, support_y, max_steps, inner_lr, True,
+                               limit=steps).params
+
     def predict_adapted(self, meta, state, x):
         return forward(self.model, state, meta.non_trainables, x, training=True)[0]
 
@@ -186,6 +200,60 @@ class GradientLearner(MetaTrainer):
     def adapt_options(self, inner_lr=None):
         """`inner_lr`: the adaptation step size (defaults to the training `inner_lr`)."""
         return {"inner_lr": self.inner_lr if inner_lr is None else check_learning_rate(inner_lr)}
+
+    # ----- second order within a memory budget -----------------------------------------
+
+    # What `compile` asked for and what `fit` chose (`keras_meta.inner.memory`).
+    _memory_request = (None, None)
+    memory_plan = None
+
+    def compile(self, *args, memory_budget=None, second_order_mode=None, **kwargs):
+        """Configures meta-training (`MetaTrainer.compile`) and the inner loop's memory.
+
+        Args:
+            *args, **kwargs: `MetaTrainer.compile`'s arguments.
+            memory_budget: Bytes the inner loops in flight may keep for the outer
+                gradient, or `"auto"` (half the available host memory). `fit` chooses
+                from an estimate (`keras_meta.inner.memory`): plain second order if it
+                fits, else activations recomputed per inner step (exact), else truncated
+                back-propagation through the last steps that fit (an approximation).
+                The choice is logged (logger "keras_meta") and kept in `memory_plan`.
+            second_order_mode: An explicit choice instead: `"plain"`, `"recompute"` or
+                `"truncated:k"` (second order through the last `k` inner steps, first
+                order before them).
+
+        Raises:
+            ValueError, TypeError: On a bad argument, or both memory arguments given.
+        """
+        memory.check_budget(memory_budget)
+        if second_order_mode is not None:
+            memory.parse_mode(second_order_mode)
+            if memory_budget is not None:
+                raise ValueError(
+                    "Expected either `memory_budget` or `second_order_mode`, not both. "
+                    f"Received: memory_budget={memory_budget!r}, "
+                    f"second_order_mode={second_order_mode!r}")
+        super().compile(*args, **kwargs)
+        self._memory_request = (memory_budget, second_order_mode)
+        self.memory_plan = None
+        self._meta_compile_config["memory_budget"] = memory_budget
+        self._meta_compile_config["second_order_mode"] = second_order_mode
+
+    def _plan_memory(self, example):
+        budget, mode = self._memory_request
+        if budget is None and mode is None:
+            return
+        adapted = sum(int(np.prod(v.shape)) for v, m in
+                      zip(self.model.trainable_variables, self.adapted_mask()) if m)
+        shape = example.support_x.shape
+        tasks = int(shape[0]) if self.vectorize else 1
+        plan = memory.plan(self.model, adapted, self.inner_steps, int(shape[1]), tasks,
+                           budget=budget, mode=mode)
+        if plan != self.memory_plan:
+            # The meta-step is traced with the plan: a new plan needs a new trace.
+            self.memory_plan = plan
+            self._functions.clear()
+            self.train_function = None
 
     @property
     def default_adapt_steps(self):

@@ -50,8 +50,43 @@ def held(tensors, first_order):
     return [k * t + (1 - k) * tf.stop_gradient(t) for k, t in zip(keep, tensors)]
 
 
+def _recomputed(take, inputs):
+    """`take(*inputs)` whose activations the outer gradient recomputes instead of keeping.
+
+    `tf.recompute_grad` differentiates only with respect to its arguments; an inner step
+    also reads tensors it closes over (learned rates, ANIL's fixed body, MAML++'s
+    BatchNormalization weights). Tracing the step once finds them (the concrete function's
+    captured inputs), so they become arguments and get their gradients too.
+    """
+    captured = [t for t in tf.function(take).get_concrete_function(*inputs).captured_inputs
+                if t.dtype.is_floating]
+    count = len(inputs)
+
+    @tf.custom_gradient
+    def run(*args):
+        outputs = take(*args[:count])
+
+        def grad(*upstream, variables=None):
+            floating = [a for a in args if a.dtype.is_floating]
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(floating)
+                again = take(*args[:count])
+            pairs = [(o, tf.zeros_like(o) if u is None else u)
+                     for o, u in zip(again, upstream) if o.dtype.is_floating]
+            grads = iter(tape.gradient([o for o, _ in pairs], floating + list(variables or ()),
+                                       output_gradients=[u for _, u in pairs],
+                                       unconnected_gradients=tf.UnconnectedGradients.ZERO))
+            arg_grads = [next(grads) if a.dtype.is_floating else None for a in args]
+            # custom_gradient passes `variables` only when the step read some.
+            return arg_grads if variables is None else (arg_grads, list(grads))
+
+        return outputs, grad
+
+    return list(run(*inputs, *captured))
+
+
 def adapt(loss_fn, params, rule, steps, *, first_order=False, state=None, carry=None,
-          start=0, on_step=None):
+          start=0, on_step=None, limit=None, recompute=False, exact_steps=None):
     """Runs `steps` inner updates of `rule` from `params`.
 
     Step `k` (counted from `start`) computes `g_k = grad L(theta_k)` with the loss of that
@@ -73,6 +108,15 @@ def adapt(loss_fn, params, rule, steps, *, first_order=False, state=None, carry=
         start: Index of the first step (for per-step rules when continuing a run).
         on_step: Optional `on_step(k, params)` called at every `k` in `start..start+steps`,
             including the starting weights (adaptation curves).
+        limit: Optional scalar integer tensor: only the first `limit` of the `steps`
+            unrolled steps are taken (each later one leaves everything as it is), so one
+            graph adapts with any step count up to `steps` (exported signatures).
+        recompute: Keep only each step's inputs for the outer gradient and recompute the
+            step's activations when it is differentiated (exact; memory of one step's
+            activations instead of all steps', for one more forward pass per step).
+        exact_steps: Optional int: only the last `exact_steps` steps are differentiated
+            to second order; the earlier ones are first order (their Jacobian taken as
+            the identity, Shaban et al. 2019's truncated back-propagation). None: all.
 
     Returns:
         `Adapted(params, state, carry)`.
@@ -82,16 +126,40 @@ def adapt(loss_fn, params, rule, steps, *, first_order=False, state=None, carry=
     if on_step is not None:
         on_step(start, fast)
     for step in range(start, start + steps):
-        if carry is None:
-            loss, grads = gradients(lambda p, k=step: loss_fn(p, k), fast, first_order)
+        order = first_order
+        if exact_steps is not None and step < start + steps - exact_steps:
+            order = True
+
+        def take(*flat, step=step, order=order):
+            fast, state, *carry = tf.nest.pack_sequence_as(structure, list(flat))
+            if not carry:
+                loss, grads = gradients(lambda p: loss_fn(p, step), fast, order)
+            else:
+                (loss, carry[0]), grads = gradients(lambda p: loss_fn(p, step, carry[0]), fast,
+                                                    order)
+            if rule.takes_loss:
+                fast, state = rule.update(grads, state, fast, step,
+                                          loss=held([loss], order)[0])
+            else:
+                fast, state = rule.update(grads, state, fast, step)
+            return tf.nest.flatten((list(fast), state, *carry))
+
+        # No None in the flat values: they pass through tf.cond and tf.custom_gradient.
+        structure = (fast, state) if carry is None else (fast, state, carry)
+        flat = tf.nest.flatten(structure)
+
+        def step_fn(flat=flat, take=take, order=order):
+            if recompute and order is not True:
+                # A first-order step keeps nothing for the outer gradient to recompute.
+                return _recomputed(take, flat)
+            return take(*flat)
+
+        if limit is None:
+            new = step_fn()
         else:
-            (loss, carry), grads = gradients(lambda p, k=step, c=carry: loss_fn(p, k, c), fast,
-                                             first_order)
-        if rule.takes_loss:
-            fast, state = rule.update(grads, state, fast, step,
-                                      loss=held([loss], first_order)[0])
-        else:
-            fast, state = rule.update(grads, state, fast, step)
+            new = tf.cond(step - start < limit, step_fn, lambda flat=flat: flat)
+        fast, state, *rest = tf.nest.pack_sequence_as(structure, list(new))
+        carry = rest[0] if rest else None
         if on_step is not None:
             on_step(step + 1, fast)
     return Adapted(fast, state, carry)

@@ -325,6 +325,11 @@ class MetaTrainer(keras.Model):
         self.jit, self.vectorize = execution.resolve(self._jit_request, self._vectorize_request,
                                                      self.model)
 
+    def _plan_memory(self, example):
+        """Hook: what a learner decides from the first training batch (its inner loop's
+        memory plan, `GradientLearner`) once the execution mode is known."""
+        del example
+
     def _compiled(self, key, fn, jit):
         return self._functions.get(key, fn, jit, self.vectorize)
 
@@ -724,6 +729,7 @@ class MetaTrainer(keras.Model):
             sources.check_matching(example, validation_example, "validation_tasks")
         self._resolve_loss_and_metrics(tasks, example)
         self._resolve_execution()
+        self._plan_memory(example)
         # The train function samples with the meta-batch size and seed it was traced with.
         sampling = (meta_batch_size, seed)
         if self._train_source is not tasks or self._train_sampling != sampling:
@@ -884,39 +890,44 @@ class MetaTrainer(keras.Model):
             tf.convert_to_tensor(support_y), self._option_tensors(options))
         return self.adapted_model(state)
 
-    def export_adaptive(self, path, steps=None, support_y_spec=None):
-        """Writes one SavedModel that adapts to new tasks with plain TensorFlow.
+    def export_adaptive(self, path, steps=None, support_y_spec=None, max_steps=None,
+                        format="saved_model"):
+        """Writes one SavedModel (or TFLite model) that adapts to new tasks with plain TensorFlow.
 
         Its signatures (`keras_meta.export.export_adaptive` details them):
-        `adapt(support_x, support_y)` -> the adapted state as `{"state_0": ..., ...}`
-        (this learner's own adaptation, e.g. the inner loop with its rule, or ProtoNet's
-        prototypes), `serve(x, state_0, ...)` (`predict_adapted`), `serve_meta(x)` (the
-        plain model, `model(x, training=False)`) and `adapt_and_serve(support_x,
-        support_y, x)`. Any support size works; the number of adaptation steps is fixed
-        here (a `steps` argument of the signatures is not offered). Adaptation options take
-        their defaults (e.g. the training `inner_lr`).
+        `adapt(support_x, support_y, steps)` -> the adapted state as `{"state_0": ...,
+        ...}` (this learner's own adaptation, e.g. the inner loop with its rule, or
+        ProtoNet's prototypes, which take no `steps`), `serve(x, state_0, ...)`
+        (`predict_adapted`), `serve_meta(x)` (the plain model, `model(x, training=False)`)
+        and `adapt_and_serve(support_x, support_y, x, steps)`. Any support size works;
+        `steps` is a scalar int32 from 0 to `max_steps`. Adaptation options take their
+        defaults (e.g. the training `inner_lr`).
 
         Args:
-            path: Directory to write the SavedModel to.
-            steps: Adaptation steps compiled into `adapt` (defaults to
+            path: Directory to write the SavedModel to, or the `.tflite` file.
+            steps: The default step count of the loaded methods (defaults to
                 `default_adapt_steps`).
             support_y_spec: A `tf.TensorSpec` of one task's support targets (e.g.
                 `tf.TensorSpec([None], tf.int32)` for class ids). Defaults to the dtype and
                 shape of the support targets of the tasks last given to `fit`.
+            max_steps: The most steps the `steps` argument may ask for (defaults to
+                `steps`); the graph holds that many.
+            format: `"saved_model"` or `"tflite"` (`keras_meta.export.to_tflite`).
 
         Returns:
             The saved `tf.Module`.
 
         Raises:
-            ValueError: If there is no loss, or no `support_y_spec` and `fit` never ran.
-            TypeError: On a malformed `support_y_spec` or `steps`.
+            ValueError: If there is no loss, or no `support_y_spec` and `fit` never ran,
+                or TFLite cannot convert the model.
+            TypeError: On a malformed `support_y_spec`, `steps` or `max_steps`.
 
         Example:
 
         ```python
-        maml.export_adaptive("adaptive_dir", steps=5)
+        maml.export_adaptive("adaptive_dir", steps=1, max_steps=10)
         loaded = tf.saved_model.load("adaptive_dir")      # no keras_meta needed
-        y = loaded.adapt_and_serve(support_x, support_y, x)["predictions"]
+        y = loaded.adapt_and_serve(support_x, support_y, x, tf.constant(5))["predictions"]
         ```
         """
         from keras_meta import export
@@ -924,4 +935,5 @@ class MetaTrainer(keras.Model):
         self._require_loss()
         if support_y_spec is None:
             support_y_spec = export.support_label_spec(self._train_source)
-        return export.export_adaptive(self, path, support_y_spec, steps=steps)
+        return export.export_adaptive(self, path, support_y_spec, steps=steps,
+                                      max_steps=max_steps, format=format)
