@@ -89,7 +89,7 @@ class PrototypeLogits(keras.layers.Layer):
         return {**super().get_config(), "classes": self.classes}
 
 
-def _check_loss_takes_logits(loss):
+def _check_loss_takes_logits(loss, learner="ProtoNet"):
     if loss is None:
         return
     fn = keras.losses.get(loss)
@@ -100,7 +100,7 @@ def _check_loss_takes_logits(loss):
         from_logits = True if parameter is None else parameter.default
     if not from_logits:
         raise ValueError(
-            "Expected a loss on logits: ProtoNet predicts logits -||f(x) - c_k||^2, e.g. "
+            f"Expected a loss on logits: {learner} predicts logits, e.g. "
             "keras.losses.SparseCategoricalCrossentropy(from_logits=True). Received: "
             f"loss={loss!r} (from_logits=False)"
         )

@@ -56,3 +56,43 @@ def assert_modes_agree(results, untrained_weights):
     assert any(not np.array_equal(a, b)
                for a, b in zip(weights_of(reference), untrained_weights))
 
+
+
+# --- model-based learners (classification episodes read as sequences) --------------------------
+
+
+class GaussianPrototypes(km.tasks.TaskDistribution):
+    """Episodes of `ways` classes, each a random Gaussian prototype in R^dim; examples are
+    prototype + noise, support and query sets shuffled, labels ids 0..ways-1 (int32)."""
+
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    metrics = ("accuracy",)
+
+    def __init__(self, ways=3, shots=2, queries=2, dim=4, noise=0.3):
+        self.ways, self.shots, self.queries, self.dim, self.noise = ways, shots, queries, dim, noise
+
+    def sample(self, meta_batch_size, seed):
+        rng = np.random.default_rng(seed)
+        prototypes = rng.normal(size=(meta_batch_size, self.ways, self.dim))
+
+        def examples(per_class):
+            y = np.stack([rng.permutation(np.repeat(np.arange(self.ways), per_class))
+                          for _ in range(meta_batch_size)])
+            x = np.take_along_axis(prototypes, y[..., None], 1)
+            x = x + self.noise * rng.normal(size=x.shape)
+            return x.astype(np.float32), y.astype(np.int32)
+
+        return km.tasks.TaskBatch(*examples(self.shots), *examples(self.queries))
+
+
+def dense_embedding(seed=0, dim=4, units=6, dtype="float32"):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((dim,), dtype=dtype),
+                             keras.layers.Dense(units, activation="tanh", dtype=dtype)])
+
+
+SEQUENCE_LEARNERS = {
+    "mann": _learner(km.MANN, num_classes=3, memory_slots=6, memory_size=4, controller_units=5,
+                     read_heads=2),
+    "snail": _learner(km.SNAIL, num_classes=3, shots=2, blocks=[("attention", 4, 3), ("tc", 3)]),
+}
