@@ -1027,3 +1027,58 @@ def _tf():
 def test_graph_env_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# --- km.tuning and km.rl.MetaGradientPG (issue 19): refused before anything is built --------
+
+
+def _meta_gradient_pg(**kwargs):
+    import keras
+
+    body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    return km.rl.MetaGradientPG(km.rl.GaussianPolicy(body, 2), km.rl.Navigation2D(3), **kwargs)
+
+
+def _hypermodel(**kwargs):
+    pytest.importorskip("keras_tuner")
+    return km.tuning.MetaHyperModel(**{"build_learner": lambda hp: None,
+                                       "validation_tasks": km.tasks.Sinusoid(split="test"), **kwargs})
+
+
+ISSUE_19_CASES = [
+    ("meta-gradient-gamma-one", lambda: _meta_gradient_pg(gamma=1.0), ValueError, r"gamma=1.0"),
+    ("meta-gradient-lambda-negative", lambda: _meta_gradient_pg(gae_lambda=-0.5), ValueError, r"gae_lambda=-0.5"),
+    ("meta-gradient-reference-gamma", lambda: _meta_gradient_pg(reference_gamma=1.5), ValueError,
+     r"reference_gamma=1.5"),
+    ("meta-gradient-meta-learn-unknown", lambda: _meta_gradient_pg(meta_learn=("delta",)), ValueError,
+     r"meta_learn=\('delta',\)"),
+    ("meta-gradient-meta-learn-str", lambda: _meta_gradient_pg(meta_learn="gamma"), ValueError, r"meta_learn='gamma'"),
+    ("meta-gradient-negative-lr", lambda: _meta_gradient_pg(lr=-0.1), ValueError, r"lr=-0.1"),
+    ("meta-gradient-negative-value-coef", lambda: _meta_gradient_pg(value_coef=-1), ValueError, r"value_coef=-1"),
+    ("meta-gradient-zero-episodes", lambda: _meta_gradient_pg(episodes=0), ValueError, r"episodes=0"),
+    ("meta-gradient-negative-seed", lambda: _meta_gradient_pg(seed=-1), ValueError, r"seed=-1"),
+    ("meta-gradient-critic-unbuilt", lambda: _meta_gradient_pg(critic=__import__("keras").Sequential()), ValueError,
+     r"built"),
+    ("meta-gradient-fit-zero-epochs", lambda: _meta_gradient_pg().fit(epochs=0, verbose=0), ValueError, r"epochs=0"),
+    ("meta-gradient-evaluate-zero-episodes", lambda: _meta_gradient_pg().evaluate_return(episodes=0), ValueError,
+     r"episodes=0"),
+    ("hypermodel-build-not-callable", lambda: _hypermodel(build_learner=3), TypeError, r"build_learner=3"),
+    ("hypermodel-no-validation-tasks", lambda: _hypermodel(validation_tasks=None), ValueError,
+     r"validation_tasks=None"),
+    ("hypermodel-unknown-direction", lambda: _hypermodel(metric="r2"), ValueError, r"direction=None"),
+    ("hypermodel-bad-direction", lambda: _hypermodel(direction="up"), ValueError, r"direction='up'"),
+    ("hypermodel-metric-not-str", lambda: _hypermodel(metric=None), TypeError, r"metric=None"),
+    ("hypermodel-negative-eval-steps", lambda: _hypermodel(eval_steps=-1), ValueError, r"eval_steps=-1"),
+    ("hypermodel-zero-batches", lambda: _hypermodel(num_batches=0), ValueError, r"num_batches=0"),
+    ("hypermodel-build-returns-no-learner", lambda: _hypermodel().build(None), TypeError, r"NoneType"),
+    ("learner-of-plain-model", lambda: (pytest.importorskip("keras_tuner"), km.tuning.learner_of(
+        __import__("keras").Sequential()))[1], TypeError, r"Sequential"),
+    ("adapted-validation-not-a-learner", lambda: (pytest.importorskip("keras_tuner"), km.tuning.AdaptedValidation(
+        object(), km.tasks.Sinusoid()))[1], TypeError, r"object"),
+]
+
+
+@pytest.mark.parametrize("call, error, match", [c[1:] for c in ISSUE_19_CASES], ids=[c[0] for c in ISSUE_19_CASES])
+def test_issue_19_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
