@@ -662,6 +662,107 @@ def test_protonet_bad_input_keeps_weights(protonet, call, error, match):
     assert int(protonet.task_step.numpy()) == 0
 
 
+# --- model-based learners: MANN, SNAIL (issue 19) -------------------------------------------------
+
+_SEQ_X = np.zeros((4, 2), F32)
+_SEQ_IDS = np.array([0, 1, 2, 0])
+
+
+def _sequence_learners():
+    import keras
+
+    def embedding():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+
+    learners = {"MANN": km.MANN(embedding(), 3, memory_slots=4, memory_size=2, controller_units=3,
+                                read_heads=1),
+                "SNAIL": km.SNAIL(embedding(), 3, blocks=[("tc", 2), ("attention", 2, 2)])}
+    for learner in learners.values():
+        learner.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return learners
+
+
+SEQUENCE_CASES = [
+    ("adapt-id-above-classes", lambda m: m.adapt(_SEQ_X, np.array([0, 1, 2, 3])), ValueError,
+     r"class ids in \[0, 3\) \(num_classes=3\).*values in \[0, 3\]"),
+    ("adapt-negative-id", lambda m: m.adapt(_SEQ_X, np.array([0, -1, 2, 0])), ValueError, r"values in \[-1, 2\]"),
+    ("adapt-one-hot-width", lambda m: m.adapt(_SEQ_X, np.eye(4, dtype=F32)), ValueError,
+     r"one-hot floats \[shots, 3\].*dtype=float32 and shape=\(4, 4\)"),
+    ("adapt-float-ids", lambda m: m.adapt(_SEQ_X, _SEQ_IDS.astype(F32)), ValueError, r"shape=\(4,\)"),
+    ("adapt-string-labels", lambda m: m.adapt(_SEQ_X, np.array(list("abca"))), TypeError, r"dtype=string"),
+    ("adapt-mismatched", lambda m: m.adapt(_SEQ_X, _SEQ_IDS[:3]), ValueError, r"same number of examples"),
+    ("adapt-wrong-features", lambda m: m.adapt(np.zeros((4, 5), F32), _SEQ_IDS), ValueError,
+     r"model input shape \(2,\)"),
+    ("adapt-inner-lr", lambda m: m.adapt(_SEQ_X, _SEQ_IDS, inner_lr=0.1), TypeError,
+     r"Expected no adaptation options for (MANN|SNAIL). Received: inner_lr=0.1"),
+    ("evaluate-inner-lr", lambda m: m.evaluate(km.tasks.TaskBatch(_SEQ_X[None], _SEQ_IDS[None], _SEQ_X[None],
+                                                                  _SEQ_IDS[None]), steps=[0], inner_lr=0.1),
+     TypeError, r"Received: inner_lr=0.1"),
+    ("fit-id-above-classes", lambda m: m.fit(km.tasks.TaskBatch(_SEQ_X[None], _SEQ_IDS[None] + 1, _SEQ_X[None],
+                                                                _SEQ_IDS[None]), meta_batch_size=1, verbose=0),
+     ValueError, r"values in \[1, 3\]"),
+    ("compile-loss-on-probabilities", lambda m: m.compile(loss="sparse_categorical_crossentropy"), ValueError,
+     r"Expected a loss on logits: (MANN|SNAIL) predicts logits"),
+]
+MANN_CASES = [
+    ("predict-sequence-mismatched", lambda m: m.predict_sequence(_SEQ_X, _SEQ_IDS[:2]), ValueError,
+     r"`xs` and `ys`.*xs.shape=\(4, 2\), ys.shape=\(2,\)"),
+    ("predict-sequence-id-above-classes", lambda m: m.predict_sequence(_SEQ_X, _SEQ_IDS + 1), ValueError,
+     r"class ids in \[0, 3\)"),
+]
+
+
+@pytest.fixture(scope="module")
+def sequence_learners():
+    return _sequence_learners()
+
+
+@pytest.mark.parametrize("name, call, error, match",
+                         [pytest.param(n, *c[1:], id=f"{n}-{c[0]}") for n in ("MANN", "SNAIL") for c in SEQUENCE_CASES]
+                         + [pytest.param("MANN", *c[1:], id=f"MANN-{c[0]}") for c in MANN_CASES])
+def test_sequence_learner_bad_input_keeps_weights(sequence_learners, name, call, error, match):
+    learner = sequence_learners[name]
+    before = [v.numpy() for v in learner.weights]
+    with pytest.raises(error, match=match):
+        call(learner)
+    for a, b in zip((v.numpy() for v in learner.weights), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(learner.task_step.numpy()) == 0
+
+
+def _embedding():
+    import keras
+
+    return keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: km.MANN(_embedding(), 0), ValueError, r"num_classes=0"),
+    (lambda: km.MANN(_embedding(), "5"), TypeError, r"num_classes='5'"),
+    (lambda: km.MANN(lambda x: x, 5), TypeError, r"Expected `model` to be a Keras 3"),
+    (lambda: km.MANN(_embedding(), 5, memory_slots=0), ValueError, r"memory_slots=0"),
+    (lambda: km.MANN(_embedding(), 5, memory_size=2.0), TypeError, r"memory_size=2.0"),
+    (lambda: km.MANN(_embedding(), 5, memory_slots=4, read_heads=5), ValueError,
+     r"read_heads` <= memory_slots=4. Received: read_heads=5"),
+    (lambda: km.MANN(_embedding(), 5, gamma=1.5), ValueError, r"gamma=1.5"),
+    (lambda: km.MANN(_embedding(), 5, gamma="0.9"), TypeError, r"gamma='0.9'"),
+    (lambda: km.SNAIL(_embedding(), 0), ValueError, r"num_classes=0"),
+    (lambda: km.SNAIL(_embedding(), 5, shots=0), ValueError, r"shots=0"),
+    (lambda: km.SNAIL(_embedding(), 5, blocks="tc"), TypeError, r"blocks='tc'"),
+    (lambda: km.SNAIL(_embedding(), 5, blocks=[]), ValueError, r"at least one block"),
+    (lambda: km.SNAIL(_embedding(), 5, blocks=[("conv", 3)]), ValueError, r"\('conv', 3\) in blocks"),
+    (lambda: km.SNAIL(_embedding(), 5, blocks=[("attention", 4)]), ValueError, r"\('attention', 4\) in blocks"),
+    (lambda: km.SNAIL(_embedding(), 5, blocks=[("tc", 0)]), ValueError, r"filters=0"),
+], ids=["mann-num-classes-zero", "mann-num-classes-str", "mann-not-a-model", "mann-slots-zero", "mann-size-float",
+        "mann-more-heads-than-slots", "mann-gamma-above-one", "mann-gamma-str", "snail-num-classes-zero",
+        "snail-shots-zero", "snail-blocks-str", "snail-blocks-empty", "snail-unknown-block", "snail-attention-sizes",
+        "snail-filters-zero"])
+def test_sequence_learner_constructor_bad_input(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
 # --- CLI ------------------------------------------------------------------------------------------
 
 CLI_CASES = [
