@@ -362,17 +362,34 @@ class MAMLRL(RLLearner):
             stacked = self._adapt_fn(theta, batches)
         buffer = self.collect(stacked, tasks, episodes_per_task, self._seed(it, 2))
         logs["post_return" if self.inner_steps else "pre_return"] = float(buffer.episode_returns().mean())
-        outer = self.process(buffer)
-        old_dist = self._dist_fn(stacked, outer.observations)
-        if self.outer == "trpo":
-            logs.update(self.trpo_step(theta, batches, outer, old_dist))
-        else:
-            for _ in range(self.ppo_epochs):
-                loss, kl = self._ppo_fn(batches, outer, old_dist)
-            logs.update(loss=float(loss), kl=float(kl))
+        logs.update(self.outer_update(theta, batches, self.process(buffer), stacked))
         # Only now: an iteration that raised leaves the counter, so a retry draws its tasks again.
         self.iteration = it + 1
         return logs
+
+    def outer_update(self, theta, batches, outer, stacked):
+        """The outer step of a meta-iteration: TRPO, or `ppo_epochs` PPO steps.
+
+        `train_step` runs it on the batches it samples, and
+        `keras_meta.integrations.tf_agents.MAMLAgent.train` on batches a TF-Agents driver
+        collected; the iteration counter is the caller's to advance.
+
+        Args:
+            theta: The meta-weights the iteration started from.
+            batches: The pre-update `Batch` of each inner step.
+            outer: The post-update `Batch`, sampled with `stacked`.
+            stacked: Every task's adapted weights (`[T, ...]` each) that sampled `outer`.
+
+        Returns:
+            A dict of logs: TRPO `surrogate_before`, `surrogate_after`, `kl`,
+            `line_search_steps`; PPO `loss`, `kl`.
+        """
+        old_dist = self._dist_fn(stacked, outer.observations)
+        if self.outer == "trpo":
+            return self.trpo_step(theta, batches, outer, old_dist)
+        for _ in range(self.ppo_epochs):
+            loss, kl = self._ppo_fn(batches, outer, old_dist)
+        return {"loss": float(loss), "kl": float(kl)}
 
     def trpo_step(self, theta, batches, outer, old_dist):
         """One TRPO update of the meta-weights (see the class docstring); returns logs."""

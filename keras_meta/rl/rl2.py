@@ -321,9 +321,31 @@ class RL2(RLLearner):
         it = self.iteration
         buffer = self.collect(tasks, trials_per_task, seed=self._seed(it, 1))
         per_episode = episode_returns_in_trial(buffer)
-        batch = self.process(buffer)
+        logs = {"return": float(per_episode.sum()), "first_episode_return": float(per_episode[0]),
+                "last_episode_return": float(per_episode[-1])}
+        logs.update(self.update(self.process(buffer), it))
+        # Only now: an iteration that raised leaves the counter, so a retry draws its tasks again.
+        self.iteration = it + 1
+        return logs
+
+    def update(self, batch, iteration):
+        """The PPO epochs of iteration `iteration` on `batch`; returns the mean losses.
+
+        `ppo_epochs` passes over `minibatches` minibatches of whole trials, shuffled with a
+        generator seeded from the run seed and `iteration`. `train_step` runs it on the
+        trials it collects, `keras_meta.integrations.tf_agents.RL2Agent.train` on trials
+        a TF-Agents driver collected; the iteration counter is the caller's to advance.
+
+        Args:
+            batch: A `TrialBatch` (see `process`).
+            iteration: The iteration index the minibatch order derives from.
+
+        Returns:
+            A dict of float means over the minibatch updates (`loss`, `policy_loss`,
+            `value_loss`, `entropy`, `kl`, `clip_fraction`).
+        """
         n = int(batch.masks.shape[0])
-        rng = np.random.default_rng(self._seed(it, 2))
+        rng = np.random.default_rng(self._seed(iteration, 2))
         stats = collections.defaultdict(list)
         for _ in range(self.ppo_epochs):
             order = rng.permutation(n)
@@ -332,12 +354,7 @@ class RL2(RLLearner):
                 out = self._update_fn(TrialBatch(*(tf.gather(v, idx) for v in batch)))
                 for k, v in out.items():
                     stats[k].append(float(v))
-        logs = {"return": float(per_episode.sum()), "first_episode_return": float(per_episode[0]),
-                "last_episode_return": float(per_episode[-1])}
-        logs.update({k: float(np.mean(v)) for k, v in stats.items()})
-        # Only now: an iteration that raised leaves the counter, so a retry draws its tasks again.
-        self.iteration = it + 1
-        return logs
+        return {k: float(np.mean(v)) for k, v in stats.items()}
 
     def evaluation_probe(self, options):
         """What `keras_meta.evaluation.evaluate` measures of this learner."""

@@ -35,6 +35,8 @@ def _require_legacy_keras_flag():
 _require_legacy_keras_flag()
 
 # The submodules import tf_agents, so they come after the flag is settled.
+from keras_meta.integrations.tf_agents.agents import (  # noqa: E402
+    MAMLAgent, RL2Agent, TaskBatchedPolicy, set_tasks, task_batched_env, trajectories_to_rollouts)
 from keras_meta.integrations.tf_agents.drivers import (  # noqa: E402
     TrialDriver, collect_episodes, collect_steps, driver_adapt)
 from keras_meta.integrations.tf_agents.env import GymnasiumPyEnvironment, specs_for, tf_env  # noqa: E402
@@ -42,5 +44,6 @@ from keras_meta.integrations.tf_agents.export import export_policy  # noqa: E402
 from keras_meta.integrations.tf_agents.graph_env import GraphTFEnvironment  # noqa: E402
 from keras_meta.integrations.tf_agents.policies import KerasPolicy, RL2KerasPolicy  # noqa: E402
 
-__all__ = ["GraphTFEnvironment", "GymnasiumPyEnvironment", "KerasPolicy", "RL2KerasPolicy", "TrialDriver",
-           "collect_episodes", "collect_steps", "driver_adapt", "export_policy", "specs_for", "tf_env"]
+__all__ = ["GraphTFEnvironment", "GymnasiumPyEnvironment", "KerasPolicy", "MAMLAgent", "RL2Agent", "RL2KerasPolicy",
+           "TaskBatchedPolicy", "TrialDriver", "collect_episodes", "collect_steps", "driver_adapt", "export_policy",
+           "set_tasks", "specs_for", "task_batched_env", "tf_env", "trajectories_to_rollouts"]
