@@ -155,22 +155,25 @@ def test_distributed_chief_and_two_workers(tmp_path):
     processes = {}
     try:
         def start(tuner_id):
-            processes[tuner_id] = subprocess.Popen(
-                [sys.executable, str(script)], env={**env, "KERASTUNER_TUNER_ID": tuner_id},
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            # Output to files: a full pipe would block a process nobody reads from.
+            with open(tmp_path / f"{tuner_id}.log", "wb") as log:
+                processes[tuner_id] = subprocess.Popen(
+                    [sys.executable, str(script)], env={**env, "KERASTUNER_TUNER_ID": tuner_id},
+                    stdout=log, stderr=subprocess.STDOUT)
 
         start("chief")
         _wait_listening(port, processes["chief"], timeout=120)
         start("tuner0")
         start("tuner1")
         for tuner_id in ("tuner0", "tuner1"):
-            out, _ = processes[tuner_id].communicate(timeout=240)
-            assert processes[tuner_id].returncode == 0, out.decode()[-3000:]
+            code = processes[tuner_id].wait(timeout=240)
+            assert code == 0, (tmp_path / f"{tuner_id}.log").read_text()[-3000:]
     finally:
+        # The chief keeps serving (and polls every 20 s before exiting): end every process.
         for process in processes.values():
             if process.poll() is None:
                 process.kill()
-            process.communicate()
+            process.wait()
 
     ran = {t: json.loads((tmp_path / f"ran_{t}.json").read_text()) for t in ("tuner0", "tuner1")}
     assert all(len(ids) == 1 for ids in ran.values()), ran
