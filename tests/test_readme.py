@@ -1,10 +1,12 @@
 """The README's code runs: the quickstart as written, the meta-RL snippet at smaller sizes."""
 
+import importlib.util
 import pathlib
 import re
 
 import keras
 import numpy as np
+import pytest
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
@@ -74,3 +76,20 @@ def test_writing_your_own_learner_runs_as_written():
     # It is a Keras object like any other: saved and loaded back with its config.
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(learner))
     assert clone.l2 == learner.l2
+
+
+def test_tf_agents_agents_snippet_runs_for_one_iteration(tmp_path, monkeypatch):
+    if importlib.util.find_spec("tf_agents") is None:  # importing it here would bypass the bridge's env setup
+        pytest.skip("needs the tf-agents extra")
+    monkeypatch.chdir(tmp_path)  # it exports to ./maml_policy
+    code = _first_python_block_after("## Meta-RL with TF-Agents agents")
+    for old, new in {"T, E, H = 10, 10, 20": "T, E, H = 2, 2, 5", "range(100)": "range(1)"}.items():
+        assert old in code, old
+        code = code.replace(old, new)
+    keras.utils.set_random_seed(0)
+    namespace = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    agent = namespace["agent"]
+    assert int(agent.train_step_counter.numpy()) == 1 and agent.phase == 0
+    assert np.isfinite(float(namespace["loss_info"].loss))
+    assert (tmp_path / "maml_policy" / "saved_model.pb").is_file()

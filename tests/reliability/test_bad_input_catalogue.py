@@ -1183,3 +1183,75 @@ ISSUE_19_CASES = [
 def test_issue_19_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# --- TF-Agents agents: constructors and train refuse bad input before any state changes -----
+
+
+def _tf_agents():
+    return pytest.importorskip("keras_meta.integrations.tf_agents")
+
+
+def _agent_experience(rows, steps=3, first=True, bandit=False):
+    """A `Trajectory` batch `rows` x `steps` shaped like a 2D-navigation (or bandit) collect spec."""
+    from tf_agents.trajectories import trajectory
+
+    step_type = np.ones((rows, steps), np.int32)
+    step_type[:, 0] = 0 if first else 1
+    obs = np.zeros((rows, steps, 1 if bandit else 2), F32)
+    action = np.zeros((rows, steps), np.int64) if bandit else np.zeros((rows, steps, 2), F32)
+    return trajectory.Trajectory(step_type, obs, action, (), np.ones((rows, steps), np.int32),
+                                 np.zeros((rows, steps), F32), np.ones((rows, steps), F32))
+
+
+def _bandit_specs():
+    return _tf_agents().specs_for(km.rl.BernoulliBandit(2))
+
+
+TF_AGENTS_AGENT_CASES = [
+    # (id, learner factory or None, call(learner), error, match)
+    ("maml-agent-not-a-maml-learner", None, lambda _: _tf_agents().MAMLAgent(_rl_rl2(), 2, 2), TypeError,
+     r"`learner` to be a keras_meta.rl.MAMLRL. Received: learner of type RL2"),
+    ("maml-agent-zero-tasks", _rl_maml, lambda m: _tf_agents().MAMLAgent(m, 0, 2), ValueError, r"num_tasks=0"),
+    ("maml-agent-float-rows", _rl_maml, lambda m: _tf_agents().MAMLAgent(m, 2, 1.5), TypeError,
+     r"rows_per_task=1.5"),
+    ("maml-agent-rescaled-actions", None, lambda _: _tf_agents().MAMLAgent(_rl_maml(rescale_actions=True), 2, 2),
+     ValueError, r"Received: learner with rescale_actions=True"),
+    ("maml-agent-specs-of-another-env", _rl_maml, lambda m: _tf_agents().MAMLAgent(m, 2, 2, *_bandit_specs()),
+     ValueError, r"match the learner's policy.*Received: observation shape \(1,\)"),
+    ("maml-agent-one-spec", _rl_maml, lambda m: _tf_agents().MAMLAgent(m, 2, 2, time_step_spec=_bandit_specs()[0]),
+     ValueError, r"both given or both None"),
+    ("maml-agent-train-wrong-rows", _rl_maml, lambda m: _tf_agents().MAMLAgent(m, 2, 2).train(_agent_experience(3)),
+     ValueError, r"num_tasks \* rows_per_task = 4 rows.*Received: 3 rows"),
+    ("maml-agent-train-mid-episode", _rl_maml,
+     lambda m: _tf_agents().MAMLAgent(m, 2, 2).train(_agent_experience(4, first=False)), ValueError,
+     r"start an episode.*Received: step_type\[:, 0\]=\[1, 1, 1, 1\]"),
+    ("maml-agent-train-one-step", _rl_maml,
+     lambda m: _tf_agents().MAMLAgent(m, 2, 2).train(_agent_experience(4, steps=1)), ValueError,
+     r"at least 2 time steps. Received: experience.step_type.shape=\(4, 1\)"),
+    ("maml-agent-adapt-plain-policy", _rl_maml,
+     lambda m: (lambda a: a.adapt(a.policy, _agent_experience(4)))(_tf_agents().MAMLAgent(m, 2, 2)), TypeError,
+     r"`policy` to be a TaskBatchedPolicy.*Received: policy of type KerasPolicy"),
+    ("maml-agent-adapt-negative-step-size", _rl_maml,
+     lambda m: (lambda a: a.adapt(a.adaptive_policy(), _agent_experience(4), step_size=-1.0))(
+         _tf_agents().MAMLAgent(m, 2, 2)), ValueError, r"step_size=-1.0"),
+    ("maml-agent-adaptive-policy-zero-tasks", _rl_maml,
+     lambda m: _tf_agents().MAMLAgent(m, 2, 2).adaptive_policy(num_tasks=0), ValueError, r"num_tasks=0"),
+    ("rl2-agent-not-an-rl2-learner", _rl_maml, lambda m: _tf_agents().RL2Agent(m), TypeError,
+     r"`learner` to be a keras_meta.rl.RL2. Received: learner of type MAMLRL"),
+    ("rl2-agent-negative-seed", _rl_rl2, lambda m: _tf_agents().RL2Agent(m, seed=-2), ValueError, r"seed=-2"),
+    ("rl2-agent-train-one-step", _rl_rl2,
+     lambda m: _tf_agents().RL2Agent(m).train(_agent_experience(2, steps=1, bandit=True)), ValueError,
+     r"at least 2 time steps"),
+    ("agents-set-tasks-wrong-count", None,
+     lambda _: _tf_agents().set_tasks(_tf_agents().task_batched_env(km.rl.Navigation2D(3), 2, 2), _rl_goal(), 2),
+     ValueError, r"env.batch_size = 4. Received: 1 tasks x rows_per_task=2"),
+    ("agents-task-batched-env-zero-rows", None,
+     lambda _: _tf_agents().task_batched_env(km.rl.Navigation2D(3), 2, 0), ValueError, r"rows_per_task=0"),
+]
+
+
+@pytest.mark.parametrize("make, call, error, match", [c[1:] for c in TF_AGENTS_AGENT_CASES],
+                         ids=[c[0] for c in TF_AGENTS_AGENT_CASES])
+def test_tf_agents_agent_bad_input(make, call, error, match):
+    test_rl_degenerate_argument(make, call, error, match)
