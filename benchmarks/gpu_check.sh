@@ -35,3 +35,10 @@ echo "== placement of the first fit call's ops (device-placement log, counted)"
 timeout 100 "$PYTHON" benchmarks/gpu_check.py placement || echo "gpu_check: placement part failed or timed out (exit $?)"
 
 # ===== RL section (owned by the meta-RL work): append below this line, <= 4 minutes =====
+echo "== meta-RL: placement of the compiled MAML-RL meta-iteration, navigation meta-iterations/s in-graph vs host"
+rl_log=$(mktemp)
+timeout 240 "$PYTHON" benchmarks/maml_rl.py --gpu-check --iterations 3 2>"$rl_log" \
+  || { echo "gpu_check: RL part failed or timed out (exit $?)"; tail -20 "$rl_log"; }
+# The placement log of the first in-graph call (tf.debugging.set_log_device_placement), counted per device.
+echo "placement log lines per device: $(grep -o 'device:[A-Z]*:[0-9]*' "$rl_log" | sort | uniq -c | tr '\n' ' ')"
+rm -f "$rl_log"

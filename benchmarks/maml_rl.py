@@ -11,17 +11,35 @@ goals with alpha for every step, and with the paper's alpha then alpha / 2.
     python benchmarks/maml_rl.py --env halfcheetah-dir --iterations 20
     python benchmarks/maml_rl.py --env halfcheetah-dir --horizon 100 --iterations 100 --meta-batch-size 10 \
         --episodes 10 --eval-tasks 20   # the RESULTS.md run
+
+Speed of one navigation meta-iteration of the paper's size (20 tasks x 20 episodes x 100
+steps, TRPO, 100-100 policy), each path in its own process, one after the other, medians
+of the timed iterations after an untimed first one (tracing):
+
+    git worktree add --detach /tmp/h2_old <commit before the change>
+    cp build/cp311-cp311-linux_x86_64/_core*.so /tmp/h2_old/keras_meta/
+    python benchmarks/maml_rl.py --speed --baseline-tree /tmp/h2_old
+
+Paths: `old` (the baseline tree's host path), `host` (this tree's host path: C++
+navigation, vectorised Fisher-vector products, one graph for the CG solve and line
+search), `graph` (`GraphMetaIteration` over `GraphNavigation2D`: the whole iteration in one
+`tf.function`), `graph-xla` (the same with XLA), and with `--fvp-subsample k` also
+`host`/`graph` with the FVPs on every k-th step.
 """
 
 import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
 import time
 
 import keras
 import numpy as np
 
-from keras_meta.rl import MAMLRL, GaussianPolicy, HalfCheetahDir, HalfCheetahVel, Navigation2D
-
-ENVS = {"navigation": Navigation2D, "halfcheetah-dir": HalfCheetahDir, "halfcheetah-vel": HalfCheetahVel}
+# keras_meta is imported where used: the speed worker of the baseline imports it from another tree.
+ENVS = {"navigation": "Navigation2D", "halfcheetah-dir": "HalfCheetahDir", "halfcheetah-vel": "HalfCheetahVel"}
 
 
 def evaluate_both(learner, tasks, episodes, alpha):
@@ -30,8 +48,114 @@ def evaluate_both(learner, tasks, episodes, alpha):
             for lrs in ([alpha] * 3, [alpha, alpha / 2, alpha / 2])]
 
 
+def _speed_worker(path, iterations, fvp_subsample, tree):
+    """Times `iterations` meta-iterations of one path in this process; prints a JSON line."""
+    if tree:
+        # keras_meta from `tree`, not the editable install's redirecting finder.
+        sys.meta_path[:] = [f for f in sys.meta_path if "Redirecting" not in type(f).__name__]
+        sys.path.insert(0, tree)
+    import keras_meta.rl as rl
+
+    keras.utils.set_random_seed(0)
+    body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(100, activation="relu"),
+                             keras.layers.Dense(100, activation="relu"), keras.layers.Dense(2)])
+    options = {} if path == "old" else {"fvp_subsample": fvp_subsample}
+    learner = rl.MAMLRL(rl.GaussianPolicy(body, 2), rl.Navigation2D(), rescale_actions=True, seed=0, **options)
+    if path.startswith("graph"):
+        from keras_meta.rl.graph_iteration import GraphMetaIteration
+
+        step = GraphMetaIteration(learner, rl.GraphNavigation2D(), 20, 20, jit_compile=path == "graph-xla")
+    else:
+        step = lambda: learner.fit(epochs=1, meta_batch_size=20, episodes_per_task=20, verbose=0)
+    times = []
+    for _ in range(iterations + 1):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    print(json.dumps({"path": path, "first": times[0], "times": times[1:], "module": rl.__file__}))
+
+
+def gpu_check(iterations):
+    """benchmarks/gpu_check.sh's RL part: where the ops of the compiled meta-iteration are
+    placed, then navigation meta-iterations/s in-graph vs host (paper size), default device."""
+    import collections
+
+    import tensorflow as tf
+
+    import keras_meta.rl as rl
+    from keras_meta.rl.graph_iteration import GraphMetaIteration
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "rl"))
+    from graph_audit import HOST_CALLBACKS, op_types, without_gpu_kernel
+
+    def learner():
+        keras.utils.set_random_seed(0)
+        body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(100, activation="relu"),
+                                 keras.layers.Dense(100, activation="relu"), keras.layers.Dense(2)])
+        return rl.MAMLRL(rl.GaussianPolicy(body, 2), rl.Navigation2D(), rescale_actions=True, seed=0)
+
+    graph_step = GraphMetaIteration(learner(), rl.GraphNavigation2D(), 20, 20)
+    print(f"GPUs: {tf.config.list_logical_devices('GPU')}; GraphMetaIteration device: {graph_step.device}")
+    concrete = graph_step.function.get_concrete_function()
+    types = op_types(concrete)
+    print(f"op types: {len(types)}; Python callbacks: {sorted(types & HOST_CALLBACKS)}; "
+          f"without a GPU kernel: {without_gpu_kernel(types)}")
+    # Ops of the top-level graph and of every function body (loop bodies: collection, CG, line search).
+    graph_def = concrete.graph.as_graph_def()
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    devices = collections.Counter(n.device or "(inherits its caller's)" for n in nodes)
+    print("requested device of each op (graph + function bodies):", dict(devices))
+    tf.debugging.set_log_device_placement(True)
+    t0 = time.perf_counter()
+    graph_step()  # traces, then runs once with the placement log (stderr)
+    tf.debugging.set_log_device_placement(False)
+    print(f"first call (trace + compile + run): {time.perf_counter() - t0:.1f}s")
+    host = learner()
+    host_step = lambda: host.fit(epochs=1, meta_batch_size=20, episodes_per_task=20, verbose=0)
+    host_step()
+    for name, step in (("in-graph", graph_step), ("host", host_step)):
+        times = []
+        for _ in range(iterations):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        print(f"navigation meta-iteration (20 tasks x 20 episodes x 100 steps), {name}: median {med:.3f}s "
+              f"= {1 / med:.2f} meta-iterations/s over {iterations}")
+
+
+def speed(args):
+    """Runs every path's worker in turn and prints a markdown table of medians."""
+    paths = [("old", 1)] if args.baseline_tree else []
+    paths += [("host", 1), ("graph", 1), ("graph-xla", 1)]
+    if args.fvp_subsample > 1:
+        paths += [("host", args.fvp_subsample), ("graph", args.fvp_subsample)]
+    rows = []
+    for path, k in paths:
+        load = os.getloadavg()[0]
+        command = [sys.executable, __file__, "--speed-worker", path, "--iterations", str(args.iterations),
+                   "--fvp-subsample", str(k)] + (["--baseline-tree", args.baseline_tree] if path == "old" else [])
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        result = json.loads(out)
+        rows.append((path, k, result, load, os.getloadavg()[0]))
+        print(f"{path} k={k}: first {result['first']:.1f}s, median {statistics.median(result['times']):.2f}s "
+              f"({result['module']})", flush=True)
+    base = statistics.median(rows[0][2]["times"])
+    print(f"\n| path | fvp_subsample | median s/iteration (range) | vs {rows[0][0]} | first call s | load avg (1 min) before/after |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for path, k, result, before, after in rows:
+        med = statistics.median(result["times"])
+        print(f"| {path} | {k} | {med:.2f} ({min(result['times']):.2f}-{max(result['times']):.2f}) | "
+              f"{base / med:.2f}x | {result['first']:.1f} | {before:.1f} / {after:.1f} |")
+
+
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--speed", action="store_true", help="time one meta-iteration per path (see the docstring)")
+    parser.add_argument("--speed-worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--gpu-check", action="store_true", help="benchmarks/gpu_check.sh's RL part")
+    parser.add_argument("--baseline-tree", default=None, help="source tree of the code before the change (--speed)")
+    parser.add_argument("--fvp-subsample", type=int, default=1, help="also time FVPs on every k-th step (--speed)")
     parser.add_argument("--env", default="navigation", choices=sorted(ENVS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--iterations", type=int, default=None)
@@ -52,13 +176,24 @@ def main():
                         help="policy acts in env units, clipped to the bounds (default: rescaled from [-1, 1], "
                              "rllab's normalize as in the paper's code)")
     args = parser.parse_args()
+    if args.speed_worker:
+        return _speed_worker(args.speed_worker, args.iterations or 5, args.fvp_subsample, args.baseline_tree)
+    if args.gpu_check:
+        return gpu_check(args.iterations or 3)
+    if args.speed:
+        args.iterations = args.iterations or 5
+        return speed(args)
+    from keras_meta.rl import MAMLRL, GaussianPolicy
+    import keras_meta.rl as rl
+
     navigation = args.env == "navigation"
     iterations = args.iterations or (10 if args.quick else (200 if navigation else 300))
     meta_batch = args.meta_batch_size or (20 if navigation else (10 if args.quick else 40))
     episodes = args.episodes or (20 if navigation else (10 if args.quick else 20))
     eval_tasks = args.eval_tasks or (10 if args.quick else 40)
     keras.utils.set_random_seed(args.seed)  # the policy's initial weights
-    env = ENVS[args.env]() if args.horizon is None else ENVS[args.env](horizon=args.horizon)
+    env_class = getattr(rl, ENVS[args.env])
+    env = env_class() if args.horizon is None else env_class(horizon=args.horizon)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     body = keras.Sequential([keras.Input((obs_dim,)), keras.layers.Dense(100, activation="relu"),
                              keras.layers.Dense(100, activation="relu"), keras.layers.Dense(act_dim)])

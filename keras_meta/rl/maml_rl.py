@@ -95,7 +95,15 @@ class MAMLRL(RLLearner):
         inner_steps: Number of inner policy-gradient steps during training.
         outer: "trpo" or "ppo".
         gamma, gae_lambda: Discount and GAE lambda for advantages.
-        max_kl, cg_iters, cg_damping, ls_backtrack, ls_max_steps: TRPO settings.
+        max_kl, cg_iters, cg_damping, ls_backtrack, ls_max_steps: TRPO settings (the
+            defaults are those of the MAML and ProMP reference code's
+            `ConjugateGradientOptimizer`).
+        fvp_subsample: The Fisher-vector products of the conjugate-gradient solve use every
+            `fvp_subsample`-th step of every episode (pre- and post-update batches); the
+            gradient, the step length and the line search always use all steps. Default 1
+            (every step), as in the MAML and ProMP reference code (`subsample_factor=1`);
+            OpenAI Baselines' TRPO uses every 5th sample. A subsampled Fisher changes only
+            the search direction: the KL bound is checked on all samples.
         clip_ratio, ppo_epochs, optimizer: PPO settings (optimizer defaults to Adam(1e-3)).
         first_order: Drop second-order terms of the inner update.
         rescale_actions: Continuous actions are in policy units: `a` is clipped to [-1, 1]
@@ -121,9 +129,9 @@ class MAMLRL(RLLearner):
     """
 
     def __init__(self, policy, env, inner_lr=0.1, inner_steps=1, outer="trpo", gamma=0.99, gae_lambda=1.0,
-                 max_kl=0.01, cg_iters=10, cg_damping=1e-5, ls_backtrack=0.8, ls_max_steps=15, clip_ratio=0.2,
-                 ppo_epochs=5, optimizer=None, first_order=False, rescale_actions=False, normalize_advantages=True,
-                 horizon=None, seed=0):
+                 max_kl=0.01, cg_iters=10, cg_damping=1e-5, ls_backtrack=0.8, ls_max_steps=15, fvp_subsample=1,
+                 clip_ratio=0.2, ppo_epochs=5, optimizer=None, first_order=False, rescale_actions=False,
+                 normalize_advantages=True, horizon=None, seed=0):
         ops.check_tensorflow_backend()
         if outer not in ("trpo", "ppo"):
             raise ValueError(f"Expected `outer` to be 'trpo' or 'ppo'. Received: outer={outer!r}")
@@ -131,6 +139,7 @@ class MAMLRL(RLLearner):
         inner_steps = check_steps(inner_steps, "inner_steps", allow_zero=True)
         cg_iters = check_positive_int(cg_iters, "cg_iters")
         ls_max_steps = check_positive_int(ls_max_steps, "ls_max_steps")
+        fvp_subsample = check_positive_int(fvp_subsample, "fvp_subsample")
         ppo_epochs = check_positive_int(ppo_epochs, "ppo_epochs")
         seed = check_seed(seed)
         if horizon is not None:
@@ -141,6 +150,7 @@ class MAMLRL(RLLearner):
         self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
         self.max_kl, self.cg_iters, self.cg_damping = float(max_kl), cg_iters, float(cg_damping)
         self.ls_backtrack, self.ls_max_steps = float(ls_backtrack), ls_max_steps
+        self.fvp_subsample = fvp_subsample
         self.clip_ratio, self.ppo_epochs = float(clip_ratio), ppo_epochs
         self.optimizer = optimizer or (keras.optimizers.Adam(1e-3) if outer == "ppo" else None)
         self.first_order, self.normalize_advantages = bool(first_order), bool(normalize_advantages)
@@ -160,9 +170,7 @@ class MAMLRL(RLLearner):
         self._adapt_fn = tf.function(self._adapt_all)
         self._adapt_step_fn = tf.function(self._adapt_step)
         self._dist_fn = tf.function(self._dist_all)
-        self._terms_fn = tf.function(self._outer_terms)
-        self._grad_fn = tf.function(self._surrogate_grad)
-        self._fvp_fn = tf.function(self._fvp)
+        self._trpo_fn = tf.function(self.trpo_update)
         self._ppo_fn = tf.function(self._ppo_step)
         self._baseline_fn = tf.function(self.baseline.fit_predict)
 
@@ -180,19 +188,32 @@ class MAMLRL(RLLearner):
                 _find_attr(sub, "set_task")(task)
 
     # ----------------------------------------------------------------- compiled parts
-    def _inner_loss(self, params, batch, t):
-        log_p = self.policy.log_prob(params, batch.observations[t], batch.actions[t])
-        m = batch.masks[t]
-        return -tf.reduce_sum(log_p * batch.advantages[t] * m) / tf.maximum(tf.reduce_sum(m), 1.0)
+    # Every part is batched over the task axis: the tasks' weights run on their own data in
+    # one vectorized forward (`ops.map_tasks`), and a loss summed over tasks differentiates
+    # into each task's own gradient, since task t's term depends on its weights alone. One
+    # graph therefore serves any meta-batch, and a Fisher-vector product is one pass for
+    # all tasks instead of a loop of per-task passes.
+    def _dist_all(self, stacked, obs):
+        """Distribution parameters `[T, ..., D]` of task `t`'s weights on its observations `obs[t]`."""
+        return ops.map_tasks(lambda e: self.policy.dist_params(list(e[:-1]), e[-1]), (*stacked, obs))
 
-    def _adapt_task(self, theta, batches, t, rule=None):
-        """Task `t`'s fast weights after one inner step on each of `batches` in turn."""
-        return inner.adapt(lambda params, step: self._inner_loss(params, batches[step], t), theta,
+    @staticmethod
+    def _task_means(values, masks):
+        """Masked mean over each task's steps, `[T]`, of `values` `[T, E, H]`."""
+        return tf.reduce_sum(values * masks, [1, 2]) / tf.maximum(tf.reduce_sum(masks, [1, 2]), 1.0)
+
+    def _inner_loss(self, stacked, batch):
+        """Sum over tasks of each task's REINFORCE loss `L_in` at its own weights."""
+        log_p = self.policy.log_prob_from_dist(self._dist_all(stacked, batch.observations), batch.actions)
+        return tf.reduce_sum(self._task_means(-log_p * batch.advantages, batch.masks))
+
+    def _adapt_tasks(self, stacked, batches, rule=None):
+        """Every task's fast weights after one inner step on each of `batches` in turn."""
+        return inner.adapt(lambda params, step: self._inner_loss(params, batches[step]), stacked,
                            rule or self._rule, len(batches), first_order=self.first_order).params
 
     def _adapt_all(self, theta, batches):
-        per_task = [self._adapt_task(theta, batches, t) for t in range(batches[0].masks.shape[0])]
-        return [tf.stack(ws) for ws in zip(*per_task)]
+        return self._adapt_tasks(self._tile(theta, batches[0].masks.shape[0]), batches)
 
     def _adapt_step(self, stacked, batch, step_size):
         """One more adaptation step of every task's weights on that task's part of `batch`.
@@ -201,10 +222,7 @@ class MAMLRL(RLLearner):
         step a call from the weights it has: one trace for any number of steps (and linear
         work in them), where `_adapt_all` replays every step from `theta`.
         """
-        rule = inner.sgd(step_size)
-        per_task = [self._adapt_task([w[t] for w in stacked], [batch], t, rule)
-                    for t in range(batch.masks.shape[0])]
-        return [tf.stack(ws) for ws in zip(*per_task)]
+        return self._adapt_tasks(stacked, [batch], inner.sgd(step_size))
 
     def _step_sizes(self, inner_lrs, steps):
         """Per-step adaptation step sizes as a float64 tensor of length `steps`, checked.
@@ -223,89 +241,86 @@ class MAMLRL(RLLearner):
         return tf.constant(lrs[:steps], tf.float64)
 
     def _act(self, stacked, obs, seed, deterministic):
-        actions = []
-        for t in range(obs.shape[0]):
-            dist = self.policy.dist_params([w[t] for w in stacked], obs[t])
-            if deterministic:
-                actions.append(self.policy.mode_from_dist(dist))
-            else:
-                task_seed = tf.stack([seed[0], seed[1] * 65536 + t])
-                actions.append(self.policy.sample_from_dist(dist, task_seed))
-        return tf.stack(actions)
-
-    def _dist_all(self, stacked, obs):
-        return tf.stack([self.policy.dist_params([w[t] for w in stacked], obs[t]) for t in range(obs.shape[0])])
-
-    def _task_terms(self, theta, batches, outer, old_dist, t, clip=False):
-        """Surrogate and mean KL of task `t` at meta-weights `theta`."""
-        fast = self._adapt_task(theta, batches, t)
-        dist = self.policy.dist_params(fast, outer.observations[t])
-        log_p = self.policy.log_prob_from_dist(dist, outer.actions[t])
-        old_log_p = self.policy.log_prob_from_dist(old_dist[t], outer.actions[t])
-        ratio = tf.exp(log_p - old_log_p)
-        adv, m = outer.advantages[t], outer.masks[t]
-        n = tf.maximum(tf.reduce_sum(m), 1.0)
-        objective = ppo.clipped_surrogate(ratio, adv, self.clip_ratio) if clip else ratio * adv
-        return -tf.reduce_sum(objective * m) / n, tf.reduce_sum(self.policy.kl_from_dist(old_dist[t], dist) * m) / n
-
-    @staticmethod
-    def _task_mean(fn, num_tasks, like):
-        # A tf.range loop keeps the graph (and tracing time) independent of the meta-batch;
-        # each task differentiates inside its own iteration, nothing differentiates the loop.
-        acc = [tf.zeros_like(x) for x in like]
-        for t in tf.range(num_tasks):
-            acc = [a + v for a, v in zip(acc, fn(t))]
-        return [a / tf.cast(num_tasks, a.dtype) for a in acc]
+        dist = self._dist_all(stacked, obs)
+        if deterministic:
+            return self.policy.mode_from_dist(dist)
+        return tf.stack([self.policy.sample_from_dist(dist[t], tf.stack([seed[0], seed[1] * 65536 + t]))
+                         for t in range(obs.shape[0])])
 
     def _outer_terms(self, theta, batches, outer, old_dist, clip=False):
-        zero = tf.zeros([], theta[0].dtype)
-        surrogate, kl = self._task_mean(
-            lambda t: self._task_terms(theta, batches, outer, old_dist, t, clip), outer.masks.shape[0], [zero, zero])
-        return surrogate, kl
+        """Surrogate and mean KL, each the mean over tasks, at meta-weights `theta`."""
+        dist = self._dist_all(self._adapt_all(theta, batches), outer.observations)
+        ratio = tf.exp(self.policy.log_prob_from_dist(dist, outer.actions)
+                       - self.policy.log_prob_from_dist(old_dist, outer.actions))
+        objective = ppo.clipped_surrogate(ratio, outer.advantages, self.clip_ratio) if clip else ratio * outer.advantages
+        return (-tf.reduce_mean(self._task_means(objective, outer.masks)),
+                tf.reduce_mean(self._task_means(self.policy.kl_from_dist(old_dist, dist), outer.masks)))
 
-    def _task_grad(self, theta, batches, outer, old_dist, t, clip=False):
+    def _surrogate_grad(self, theta, batches, outer, old_dist, clip=False):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(theta)
-            surrogate, kl = self._task_terms(theta, batches, outer, old_dist, t, clip)
-        grads = tape.gradient(surrogate, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return [surrogate, kl] + grads
+            surrogate, kl = self._outer_terms(theta, batches, outer, old_dist, clip)
+        return surrogate, kl, tape.gradient(surrogate, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
-    def _surrogate_grad(self, theta, batches, outer, old_dist):
-        zero = tf.zeros([], theta[0].dtype)
-        out = self._task_mean(lambda t: self._task_grad(theta, batches, outer, old_dist, t),
-                              outer.masks.shape[0], [zero, zero] + list(theta))
-        return out[0], out[1], out[2:]
+    def _fvp_data(self, batches, outer, old_dist):
+        """The batches the Fisher-vector products see: every `fvp_subsample`-th step."""
+        k = self.fvp_subsample
+        if k == 1:
+            return batches, outer, old_dist
+        every = lambda batch: Batch(*(x[:, :, ::k] for x in batch))
+        return [every(b) for b in batches], every(outer), old_dist[:, :, ::k]
 
-    def _task_fvp(self, theta, vector, batches, outer, old_dist, t):
-        """`F v` for task `t`: the Hessian of its mean KL(pi_old || pi_phi(theta)) at theta
-        times `vector`, in Gauss-Newton form `J^T H_kl J v` (exact where old = new, since
-        the KL's gradient in distribution parameters vanishes there). `J v` comes from a
-        forward accumulator and `J^T u` from one reverse pass, so the adaptation is
-        differentiated once less than in a reverse-over-reverse Hessian-vector product."""
+    def _fvp(self, theta, vector, batches, outer, old_dist):
+        """`F v`: the Hessian of the mean KL(pi_old || pi_phi(theta)) over tasks at theta times
+        `vector`, in Gauss-Newton form `J^T H_kl J v` (exact where old = new, since the KL's
+        gradient in distribution parameters vanishes there). `J v` comes from a forward
+        accumulator and `J^T u` from one reverse pass, so the adaptation is differentiated
+        once less than in a reverse-over-reverse Hessian-vector product. With
+        `fvp_subsample=k` the product runs on every k-th step of every episode."""
+        batches, outer, old_dist = self._fvp_data(batches, outer, old_dist)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(theta)
             with tf.autodiff.ForwardAccumulator(theta, vector) as acc:
-                dist = self.policy.dist_params(self._adapt_task(theta, batches, t), outer.observations[t])
+                dist = self._dist_all(self._adapt_all(theta, batches), outer.observations)
         jv = acc.jvp(dist, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        m = outer.masks[t]
-        n = tf.maximum(tf.reduce_sum(m), 1.0)
         metric_jv = trpo.kl_hessian_vector_product(
-            lambda at: tf.reduce_sum(self.policy.kl_from_dist(old_dist[t], at) * m) / n, old_dist[t], jv)
+            lambda at: tf.reduce_mean(self._task_means(self.policy.kl_from_dist(old_dist, at), outer.masks)),
+            old_dist, jv)
         return tape.gradient(dist, theta, output_gradients=tf.stop_gradient(metric_jv),
                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
-    def _fvp(self, theta, vector, batches, outer, old_dist):
-        return self._task_mean(lambda t: self._task_fvp(theta, vector, batches, outer, old_dist, t),
-                               outer.masks.shape[0], list(theta))
+    def trpo_update(self, theta, batches, outer, old_dist):
+        """One TRPO step from `theta` as a pure function of tensors (graph-compatible).
+
+        The gradient, the whole conjugate-gradient solve and the line search run in one
+        graph under `tf.function`, so the inner step's graph is traced once and reused by
+        every Fisher-vector product.
+
+        Args:
+            theta: Meta-weights, a list of tensors in the order of `policy.trainable_variables`.
+            batches: The pre-update `Batch` of each inner step.
+            outer: The post-update `Batch`.
+            old_dist: The sampling (post-update) policy's distribution parameters on
+                `outer.observations`.
+
+        Returns:
+            `(candidate, accepted, logs)`: the new weights (theta where no step was
+            accepted), a boolean scalar, and a dict of scalar tensors `surrogate_before`,
+            `surrogate_after`, `kl`, `line_search_steps`.
+        """
+        surrogate0, _, grads = self._surrogate_grad(theta, batches, outer, old_dist)
+        candidate, accepted, surrogate, kl, steps = trpo.trust_region_step(
+            theta, surrogate0, grads, lambda v: self._fvp(theta, v, batches, outer, old_dist),
+            lambda c: self._outer_terms(c, batches, outer, old_dist), self.max_kl, self.cg_iters, self.cg_damping,
+            self.ls_backtrack, self.ls_max_steps)
+        return candidate, accepted, {"surrogate_before": surrogate0, "surrogate_after": surrogate, "kl": kl,
+                                     "line_search_steps": steps}
 
     def _ppo_step(self, batches, outer, old_dist):
         variables = self.policy.trainable_variables
-        theta = ops.variable_values(variables)
-        zero = tf.zeros([], theta[0].dtype)
-        out = self._task_mean(lambda t: self._task_grad(theta, batches, outer, old_dist, t, clip=True),
-                              outer.masks.shape[0], [zero, zero] + list(theta))
-        apply_if_finite(lambda: self.optimizer.apply(out[2:], variables), out[0], out[2:])
-        return out[0], out[1]
+        loss, kl, grads = self._surrogate_grad(ops.variable_values(variables), batches, outer, old_dist, clip=True)
+        apply_if_finite(lambda: self.optimizer.apply(grads, variables), loss, grads)
+        return loss, kl
 
     # ----------------------------------------------------------------- sampling
     def collect(self, stacked, tasks, episodes, seed, deterministic=False, env=None):
@@ -393,19 +408,15 @@ class MAMLRL(RLLearner):
 
     def trpo_step(self, theta, batches, outer, old_dist):
         """One TRPO update of the meta-weights (see the class docstring); returns logs."""
-        surrogate0, _, grads = self._grad_fn(theta, batches, outer, old_dist)
-        candidate, surrogate, kl, steps = trpo.trust_region_step(
-            theta, surrogate0, grads, lambda v: self._fvp_fn(theta, v, batches, outer, old_dist),
-            lambda c: self._terms_fn(c, batches, outer, old_dist), self.max_kl, self.cg_iters, self.cg_damping,
-            self.ls_backtrack, self.ls_max_steps)
+        candidate, accepted, logs = self._trpo_fn(theta, batches, outer, old_dist)
+
         def assign():
             for variable, value in zip(self.policy.trainable_variables, candidate):
                 variable.assign(value)
 
-        if candidate is not None:
-            apply_if_finite(assign, surrogate, candidate)
-        return {"surrogate_before": float(surrogate0), "surrogate_after": float(surrogate), "kl": float(kl),
-                "line_search_steps": steps}
+        if accepted:
+            apply_if_finite(assign, logs["surrogate_after"], candidate)
+        return {k: int(v) if k == "line_search_steps" else float(v) for k, v in logs.items()}
 
     def evaluation_probe(self, options):
         """What `keras_meta.evaluation.evaluate` measures of this learner."""

@@ -47,7 +47,20 @@ def test_meta_gradient_matches_float64_finite_differences():
     assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(grads, fo)) > 1e-4
 
 
-def test_fisher_vector_product_equals_the_kl_hessian_through_the_inner_step():
+def _kl_grad(learner, theta, batches, outer, old_dist):
+    with tf.GradientTape() as tape:
+        tape.watch(theta)
+        kl = learner._outer_terms(theta, batches, outer, old_dist)[1]
+    return tape.gradient(kl, theta)
+
+
+def _every(batch, k):
+    return Batch(*(x[:, :, ::k] for x in batch))
+
+
+def test_fisher_vector_product_equals_finite_differences_of_the_kl_gradient():
+    # At theta the sampling policy is the adapted one (old = new), where the Gauss-Newton
+    # product is the KL's exact Hessian: compare it with central differences of its gradient.
     learner = _learner("float64", inner_lr=0.5)
     inner_batch, outer = _fixed_batch(0, tf.float64), _fixed_batch(1, tf.float64)
     theta = learner.policy.weights_list()
@@ -55,18 +68,27 @@ def test_fisher_vector_product_equals_the_kl_hessian_through_the_inner_step():
     old_dist = learner._dist_all(learner._adapt_all(theta, batches), outer.observations)
     rng = np.random.default_rng(7)
     vector = [tf.constant(rng.normal(size=w.shape)) for w in theta]
-    # Reference: reverse-over-reverse Hessian-vector product of the mean KL over tasks.
-    with tf.GradientTape() as outer_tape:
-        outer_tape.watch(theta)
-        with tf.GradientTape() as tape:
-            tape.watch(theta)
-            kl = tf.add_n([learner._task_terms(theta, batches, outer, old_dist, t)[1] for t in range(2)]) / 2.0
-        dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(tape.gradient(kl, theta), vector)])
-    expected = outer_tape.gradient(dot, theta)
-    got = learner._fvp(theta, vector, batches, outer, old_dist)
-    assert max(float(tf.reduce_max(tf.abs(e))) for e in expected) > 1e-2
-    for g, e in zip(got, expected):
-        np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-9, atol=1e-12)
+    fvp = tf.function(learner._fvp)
+    got = fvp(theta, vector, batches, outer, old_dist)
+    eps = 1e-5
+    plus = _kl_grad(learner, [w + eps * v for w, v in zip(theta, vector)], batches, outer, old_dist)
+    minus = _kl_grad(learner, [w - eps * v for w, v in zip(theta, vector)], batches, outer, old_dist)
+    assert max(float(tf.reduce_max(tf.abs(g))) for g in got) > 1e-2
+    for g, p, m in zip(got, plus, minus):
+        np.testing.assert_allclose(g.numpy(), (p - m).numpy() / (2 * eps), rtol=1e-6, atol=1e-8)
+    # Batched over tasks it is the mean of the one-task products (the per-task loop it replaced).
+    one = lambda b, t: Batch(*(x[t:t + 1] for x in b))
+    per_task = [fvp(theta, vector, [one(inner_batch, t)], one(outer, t), old_dist[t:t + 1]) for t in range(2)]
+    for g, a, b in zip(got, *per_task):
+        np.testing.assert_allclose(g.numpy(), (a + b).numpy() / 2, rtol=1e-10, atol=1e-13)
+    # fvp_subsample=k is the product on every k-th step of every episode.
+    learner.fvp_subsample = 2
+    sub = tf.function(learner._fvp)(theta, vector, batches, outer, old_dist)
+    learner.fvp_subsample = 1
+    want = fvp(theta, vector, [_every(inner_batch, 2)], _every(outer, 2), old_dist[:, :, ::2])
+    for a, b in zip(sub, want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14)
+    assert any(not np.allclose(a, b) for a, b in zip(sub, got))
 
 
 def test_trpo_step_lowers_surrogate_within_kl_bound():

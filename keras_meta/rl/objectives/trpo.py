@@ -2,7 +2,10 @@
 
 The learner supplies the surrogate's gradient, a Fisher-vector product and a function
 evaluating `(surrogate, mean KL)` at candidate weights; this module solves `F s = g` by
-conjugate gradient, scales `s` to the KL trust region and backtracks along it.
+conjugate gradient, scales `s` to the KL trust region and backtracks along it. Every
+function is made of TensorFlow ops and loops (`tf.while_loop`), so a whole TRPO step runs
+eagerly or compiles into one graph, where the Fisher-vector product is traced once and
+reused by every conjugate-gradient iteration.
 """
 
 import numpy as np
@@ -36,21 +39,16 @@ def conjugate_gradient(matvec, b, iters=10, tol=1e-10):
     Returns:
         The approximate solution `x`.
     """
-    x = tf.zeros_like(b)
-    r = tf.identity(b)
-    p = tf.identity(b)
-    rr = tf.tensordot(r, r, 1)
-    for _ in range(iters):
+    def body(i, x, r, p, rr):
         ap = matvec(p)
         alpha = rr / (tf.tensordot(p, ap, 1) + 1e-12)
-        x += alpha * p
-        r -= alpha * ap
+        x, r = x + alpha * p, r - alpha * ap
         rr_new = tf.tensordot(r, r, 1)
-        if float(rr_new) < tol:
-            break
-        p = r + (rr_new / rr) * p
-        rr = rr_new
-    return x
+        return i + 1, x, r, r + (rr_new / rr) * p, rr_new
+
+    # The first iteration always runs (rr = 0 gives x = 0 there), as in the reference code.
+    first = body(tf.constant(0), tf.zeros_like(b), b, b, tf.tensordot(b, b, 1))
+    return tf.while_loop(lambda i, x, r, p, rr: (i < iters) & (rr >= tol), body, first)[1]
 
 
 def kl_hessian_vector_product(kl_fn, at, vector):
@@ -88,9 +86,8 @@ def trust_region_step(theta, surrogate0, grads, fvp, terms, max_kl, cg_iters=10,
         max_kl, cg_iters, cg_damping, ls_backtrack, ls_max_steps: TRPO settings.
 
     Returns:
-        `(candidate, surrogate, kl, line_search_steps)`: the accepted weights (None when
-        no candidate was accepted, then `surrogate = surrogate0`, `kl = 0` and
-        `line_search_steps = 0`).
+        `(candidate, accepted, surrogate, kl, line_search_steps)`: the accepted weights
+        and True, or `theta`, False, `surrogate0`, 0 and 0 when no candidate was accepted.
     """
     g = flatten(grads)
 
@@ -101,9 +98,17 @@ def trust_region_step(theta, surrogate0, grads, fvp, terms, max_kl, cg_iters=10,
     shs = tf.tensordot(direction, damped_fvp(direction), 1)
     full_step = tf.sqrt(2.0 * max_kl / tf.maximum(shs, 1e-12)) * direction
     theta_flat = flatten(theta)
-    for i in range(ls_max_steps):
-        candidate = unflatten(theta_flat - (ls_backtrack**i) * full_step, theta)
-        surrogate, kl = terms(candidate)
-        if float(kl) <= max_kl and float(surrogate) < float(surrogate0):
-            return candidate, surrogate, kl, i + 1
-    return None, surrogate0, tf.constant(0.0), 0
+    zero = tf.zeros([], surrogate0.dtype)
+
+    def search(i, accepted, candidate, surrogate, kl):
+        shrink = tf.pow(tf.cast(ls_backtrack, full_step.dtype), tf.cast(i, full_step.dtype))
+        candidate = theta_flat - shrink * full_step
+        surrogate, kl = terms(unflatten(candidate, theta))
+        return i + 1, (kl <= max_kl) & (surrogate < surrogate0), candidate, surrogate, kl
+
+    steps, accepted, candidate, surrogate, kl = tf.while_loop(
+        lambda i, accepted, *_: (i < ls_max_steps) & tf.logical_not(accepted), search,
+        (tf.constant(0), tf.constant(False), theta_flat, surrogate0, zero))
+    candidate = tf.where(accepted, candidate, theta_flat)
+    return (unflatten(candidate, theta), accepted, tf.where(accepted, surrogate, surrogate0),
+            tf.where(accepted, kl, zero), tf.where(accepted, steps, 0))
