@@ -76,13 +76,16 @@ class AttentionBlock(keras.layers.Layer):
         for layer in (self.query_layer, self.key_layer, self.value_layer):
             layer.build((None, input_shape[-1]))
 
-    def call(self, sequence):
+    def call(self, sequence, valid=None):
+        """`valid`: optional bool `[batch, T]`; positions where it is False are never read."""
         logits = tf.matmul(self.query_layer(sequence), self.key_layer(sequence),
                            transpose_b=True) / math.sqrt(self.key_size)
         length = tf.shape(sequence)[1]
-        causal = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)
+        readable = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)[None]
+        if valid is not None:
+            readable = tf.logical_and(readable, valid[:, None, :])
         # The dtype's lowest finite value: masked positions get exactly zero probability.
-        logits = tf.where(causal, logits, tf.constant(logits.dtype.min, logits.dtype))
+        logits = tf.where(readable, logits, tf.constant(logits.dtype.min, logits.dtype))
         read = tf.matmul(tf.nn.softmax(logits, axis=-1), self.value_layer(sequence))
         return tf.concat([sequence, read], -1)
 
@@ -114,6 +117,27 @@ def check_blocks(blocks):
     return tuple(checked)
 
 
+def make_blocks(blocks, sequence_length, dtype):
+    """The layers of `blocks` (checked): an `AttentionBlock` per attention entry and, per
+    TC entry, `DenseBlock`s of dilation `2, 4, ..., 2^ceil(log2 sequence_length)`."""
+    layers = []
+    for kind, *sizes in check_blocks(blocks):
+        if kind == "attention":
+            layers.append(AttentionBlock(*sizes, dtype=dtype))
+        else:
+            layers.extend(DenseBlock(2 ** i, sizes[0], dtype=dtype)
+                          for i in range(1, max(1, math.ceil(math.log2(sequence_length))) + 1))
+    return layers
+
+
+def build_blocks(layers, channels):
+    """Builds `layers` in order on `channels` input features; returns the output's."""
+    for layer in layers:
+        layer.build((None, None, channels))
+        channels += layer.value_size if isinstance(layer, AttentionBlock) else layer.filters
+    return channels
+
+
 @keras.saving.register_keras_serializable(package="keras_meta")
 class SnailHead(SequenceHead):
     """SNAIL's sequence model: TC and attention blocks, then per-step logits.
@@ -134,22 +158,11 @@ class SnailHead(SequenceHead):
         super().__init__(num_classes, **kwargs)
         self.sequence_length = int(sequence_length)
         self.blocks = check_blocks(blocks)
-        policy = self.dtype_policy
-        self.block_layers = []
-        for kind, *sizes in self.blocks:
-            if kind == "attention":
-                self.block_layers.append(AttentionBlock(*sizes, dtype=policy))
-            else:
-                self.block_layers.extend(
-                    DenseBlock(2 ** i, sizes[0], dtype=policy)
-                    for i in range(1, max(1, math.ceil(math.log2(self.sequence_length))) + 1))
-        self.output_layer = keras.layers.Dense(num_classes, dtype=policy, name="logits")
+        self.block_layers = make_blocks(self.blocks, self.sequence_length, self.dtype_policy)
+        self.output_layer = keras.layers.Dense(num_classes, dtype=self.dtype_policy, name="logits")
 
     def build(self, input_shape):
-        channels = input_shape[-1] + self.num_classes
-        for layer in self.block_layers:
-            layer.build((None, None, channels))
-            channels += layer.value_size if isinstance(layer, AttentionBlock) else layer.filters
+        channels = build_blocks(self.block_layers, input_shape[-1] + self.num_classes)
         self.output_layer.build((None, None, channels))
 
     def sequence_logits(self, sequence):
@@ -222,10 +235,8 @@ class SNAIL(SequenceLearner):
     data = km.datasets.glyphs()
     tasks = km.tasks.FewShotClassification(data.images, data.labels, ways=5, shots=1,
                                            queries=5, split=data.split("background"))
-    blocks = [[keras.layers.Conv2D(64, 3, padding="same"), keras.layers.BatchNormalization(),
-               keras.layers.ReLU(), keras.layers.MaxPooling2D()] for _ in range(4)]
-    embedding = keras.Sequential([keras.Input((28, 28, 1)), *sum(blocks, []),
-                                  keras.layers.Flatten()])
+    conv4 = km.models.conv4(ways=5)        # the paper's 4 conv blocks (+ a Dense head)
+    embedding = keras.Sequential([keras.Input((28, 28, 1)), *conv4.layers[:-1]])
     snail = km.SNAIL(embedding, num_classes=5, shots=1)
     snail.compile(optimizer=keras.optimizers.Adam(1e-3))   # loss: the family's (logits)
     snail.fit(tasks, meta_batch_size=16, epochs=10, steps_per_epoch=1000)

@@ -361,7 +361,7 @@ class RL2Policy(keras.Model):
                                               tf.float32)
         self.encoder = [keras.layers.Dense(u, activation="tanh", name=f"encoder_{i}")
                         for i, u in enumerate(self.hidden_units)]
-        self.cell = keras.layers.GRUCell(self.units, name="gru_cell")
+        self.build_core()
         self.policy_head = keras.layers.Dense(
             self.action_features, kernel_initializer=keras.initializers.Orthogonal(0.01), name="policy_head")
         self.value_head = keras.layers.Dense(1, name="value_head")
@@ -406,6 +406,14 @@ class RL2Policy(keras.Model):
                       input_scale=None if self.input_scale is None else list(self.input_scale))
         return config
 
+    def build_core(self):
+        """Makes the recurrent core that `core_step` runs (a GRU cell of `units`)."""
+        self.cell = keras.layers.GRUCell(self.units, name="gru_cell")
+
+    def core_step(self, z, state):
+        """`(output, new_state)` of the core for encoded inputs `z` `[B, features]`."""
+        return self.cell(z, state)
+
     def get_initial_state(self, batch_size):
         """Zero hidden state `[batch_size, units]` (the state at the start of every trial)."""
         return tf.zeros([batch_size, self.units])
@@ -441,7 +449,7 @@ class RL2Policy(keras.Model):
             z = z * self._input_factors
         for layer in self.encoder:
             z = layer(z)
-        out, new_state = self.cell(z, state)
+        out, new_state = self.core_step(z, state)
         head = self.policy_head(out)
         if not self.discrete:
             head = tf.concat([head, tf.zeros_like(head) + tf.cast(self.log_std, head.dtype)], axis=-1)

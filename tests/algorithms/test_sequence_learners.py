@@ -35,15 +35,13 @@ def test_meta_gradient_matches_float64_finite_differences(name):
                         for v in TASKS.sample(2, 5)))
     # Eager: the same ops as the compiled step without minutes of tracing.
     grad = meta_gradient(learner, batch, mode="eager")
-    theta = flat_weights(learner)
     head_size = sum(int(np.prod(v.shape)) for v in learner.head.trainable_variables)
     assert np.abs(grad[-head_size:]).max() > 1e-3 and np.abs(grad[:-head_size]).max() > 1e-3
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        v = rng.normal(size=theta.shape)
-        numeric = (query_objective(learner, batch, theta + 1e-5 * v)
-                   - query_objective(learner, batch, theta - 1e-5 * v)) / 2e-5
-        np.testing.assert_allclose(grad @ v, numeric, rtol=1e-6, atol=1e-9)
+    theta = flat_weights(learner)
+    directions = np.random.default_rng(0).normal(size=(3, theta.size))
+    numeric = [(query_objective(learner, batch, theta + 1e-5 * v)
+                - query_objective(learner, batch, theta - 1e-5 * v)) / 2e-5 for v in directions]
+    np.testing.assert_allclose(directions @ grad, numeric, rtol=1e-6, atol=1e-9)
 
 
 # The task loop, XLA and tf.vectorized_map (MANN unrolls its static support loop, which
