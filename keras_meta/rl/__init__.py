@@ -17,6 +17,7 @@ _NAMES = {
     "CategoricalPolicy": "policies",
     "GaussianPolicy": "policies",
     "GraphBernoulliBandit": "graph_envs",
+    "GraphMetaIteration": "graph_iteration",
     "GraphNavigation2D": "graph_envs",
     "GraphPointMass2D": "graph_envs",
     "GraphTaskEnv": "graph_envs",
