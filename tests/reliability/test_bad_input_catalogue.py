@@ -1261,3 +1261,35 @@ TF_AGENTS_AGENT_CASES = [
                          ids=[c[0] for c in TF_AGENTS_AGENT_CASES])
 def test_tf_agents_agent_bad_input(make, call, error, match):
     test_rl_degenerate_argument(make, call, error, match)
+
+
+def _generated():
+    from keras_meta.tasks import generated
+
+    return generated
+
+
+GENERATED_TASK_CASES = [
+    ("gan-zero-classes", lambda: _generated().ConditionalGAN(0), ValueError, r"num_classes=0"),
+    ("gan-odd-image-shape", lambda: _generated().ConditionalGAN(3, image_shape=(27, 27, 1)), ValueError,
+     r"image_shape=\(27, 27, 1\)"),
+    ("gan-fit-label-out-of-range", lambda: _generated().ConditionalGAN(2, noise_dim=2, code_dim=2, filters=2).fit(
+        np.zeros((4, 28, 28), np.uint8), np.array([0, 1, 2, 0])), ValueError, r"labels in \[0, 2\)"),
+    ("gan-fit-zero-steps", lambda: _generated().ConditionalGAN(2, noise_dim=2, code_dim=2, filters=2).fit(
+        np.zeros((4, 28, 28), np.uint8), np.zeros(4, int), steps=0), ValueError, r"steps=0"),
+    ("generated-classes-not-a-gan", lambda: _generated().GeneratedClasses(object()), TypeError, r"object"),
+    ("generated-classes-negative-noise", lambda: _generated().GeneratedClasses(
+        _generated().ConditionalGAN(2, noise_dim=2, code_dim=2, filters=2), code_noise=-1.0), ValueError,
+     r"code_noise=-1.0"),
+    ("mixed-tasks-fraction", lambda: _generated().MixedTasks(km.tasks.Sinusoid(), km.tasks.Sinusoid(), 1.5),
+     ValueError, r"fraction=1.5"),
+    ("mixed-tasks-not-a-family", lambda: _generated().MixedTasks(km.tasks.Sinusoid(), [1]), TypeError,
+     r"generated of type list"),
+]
+
+
+@pytest.mark.parametrize("call, error, match", [c[1:] for c in GENERATED_TASK_CASES],
+                         ids=[c[0] for c in GENERATED_TASK_CASES])
+def test_generated_tasks_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
