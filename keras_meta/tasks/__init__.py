@@ -2,6 +2,7 @@
 
 from keras_meta.tasks.base import TaskBatch, TaskDistribution, step_seed
 from keras_meta.tasks.classification import FewShotClassification
+from keras_meta.tasks.generated import ConditionalGAN, GeneratedClasses, MixedTasks
 from keras_meta.tasks.regression import (
     Linear,
     Polynomial,
@@ -11,8 +12,11 @@ from keras_meta.tasks.regression import (
 )
 
 __all__ = [
+    "ConditionalGAN",
     "FewShotClassification",
+    "GeneratedClasses",
     "Linear",
+    "MixedTasks",
     "Polynomial",
     "RegressionFamily",
     "Sinusoid",
