@@ -172,9 +172,10 @@ class MetaHyperModel(kt.HyperModel):
     import keras, keras_tuner as kt, keras_meta as km
 
     def build_learner(hp):
-        layers = [keras.layers.Dense(hp.Int("units", 16, 64, step=16), activation="relu")
-                  for _ in range(hp.Int("layers", 1, 3))]
-        model = keras.Sequential([keras.Input((1,)), *layers, keras.layers.Dense(1)])
+        units, depth = hp.Int("units", 16, 64, step=16), hp.Int("layers", 1, 3)
+        model = keras.Sequential([keras.Input((1,))]
+                                 + [keras.layers.Dense(units, activation="relu") for _ in range(depth)]
+                                 + [keras.layers.Dense(1)])
         maml = km.MAML(model, inner_lr=hp.Float("inner_lr", 1e-3, 0.1, sampling="log"),
                        inner_steps=hp.Int("inner_steps", 1, 3))
         maml.compile(keras.optimizers.Adam(hp.Float("outer_lr", 1e-4, 1e-2, sampling="log")))
