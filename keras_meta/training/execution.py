@@ -23,8 +23,9 @@ def has_recurrence(model):
     return any(isinstance(layer, keras.layers.RNN) for layer in _compat.flatten_layers(model))
 
 
-def resolve(jit_request, vectorize_request, model):
-    """The `(jit, vectorize)` pair that "auto" stands for on this machine and model.
+def choose(jit_request, vectorize_request, model):
+    """`((jit, why), (vectorize, why))`: what "auto" stands for on this machine and model,
+    and the reason, in words.
 
     Measured in benchmarks/meta_step.py: on CPU, XLA over task-vectorized steps is the
     fastest for dense models, while convolutions are fastest in the plain task loop without
@@ -44,9 +45,51 @@ def resolve(jit_request, vectorize_request, model):
             "Received: vectorize=True")
     on_gpu = bool(tf.config.list_logical_devices("GPU"))
     convolutional = has_convolutions(model)
-    jit = on_gpu or not convolutional if jit_request == "auto" else jit_request
-    vectorize = not (convolutional or recurrent) if vectorize_request == "auto" else vectorize_request
-    return bool(jit), bool(vectorize)
+    if jit_request != "auto":
+        jit = (bool(jit_request), "requested")
+    elif on_gpu:
+        jit = (True, "auto: a GPU is visible")
+    else:
+        jit = (not convolutional, "auto: CPU, " + (
+            "convolutions (XLA:CPU convolutions are slow)" if convolutional
+            else "no convolutions"))
+    if vectorize_request != "auto":
+        vectorize = (bool(vectorize_request), "requested")
+    else:
+        vectorize = (not (convolutional or recurrent), "auto: " + (
+            "recurrent layers" if recurrent else "convolutions" if convolutional
+            else "a dense model"))
+    return jit, vectorize
+
+
+def resolve(jit_request, vectorize_request, model):
+    """The `(jit, vectorize)` pair that "auto" stands for on this machine and model."""
+    (jit, _), (vectorize, _) = choose(jit_request, vectorize_request, model)
+    return jit, vectorize
+
+
+def summary(jit_request, vectorize_request, model, sampler, steps_per_execution, run_eagerly,
+            replicas=1):
+    """One paragraph saying how `fit`'s meta-steps run, and why (the learner's
+    `execution_summary`)."""
+    (jit, jit_why), (vectorize, vectorize_why) = choose(jit_request, vectorize_request, model)
+    lines = [f"jit_compile={jit} ({jit_why}); vectorize={vectorize} ({vectorize_why}): "
+             + ("tf.vectorized_map over tasks" if vectorize else "a tf.while_loop over tasks")]
+    if sampler is None:
+        lines.append("tasks: a tf.data dataset (Keras's input pipeline)")
+    else:
+        lines.append(f"tasks: sampled by {sampler.describe()}")
+    if run_eagerly:
+        lines.append("run_eagerly=True: every meta-step runs eagerly")
+    elif replicas > 1:
+        lines.append(f"each meta-step split across {replicas} replicas")
+    elif sampler is not None and sampler.in_graph_ops and jit:
+        lines.append(f"one XLA program per call of {steps_per_execution} meta-step(s): "
+                     "sampling, inner loops, outer gradient and optimizer update")
+    else:
+        lines.append(f"{steps_per_execution} meta-step(s) per call, each "
+                     + ("an XLA-compiled update" if jit else "a TensorFlow graph"))
+    return "; ".join(lines)
 
 
 class FunctionCache:

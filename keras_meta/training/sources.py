@@ -1,9 +1,12 @@
 """Task sources: what `fit`/`evaluate` accept, turned into the meta-batches of each step.
 
 - A `TaskDistribution` is sampled in the graph: step `s` draws
-  `tasks.sample(meta_batch_size, step_seed(seed, s))` through a NumPy function, so the
-  sequence depends only on (seed, step) and a restored run continues it; with
-  `steps_per_execution > 1` one call draws a chunk of consecutive steps at once.
+  `tasks.sample(meta_batch_size, step_seed(seed, s))`, so the sequence depends only on
+  (seed, step) and a restored run continues it. A family with a TF-op twin
+  (`keras_meta.tasks.graph`: the built-in regression families) is drawn by those ops
+  (`GraphSampler`: no host round trip, so an XLA call of `steps_per_execution` steps is
+  one program); any other through a NumPy function (`InGraphSampler`), where one call
+  draws a chunk of consecutive steps at once.
 - A `tf.data.Dataset` of `TaskBatch` is passed through.
 - A `TaskBatch` of arrays is a pool, cut into meta-batches in an order reshuffled every
   pass, also a pure function of (seed, step) sampled in the graph (`pool_draw`).
@@ -147,8 +150,13 @@ class InGraphSampler:
         spec: `TensorSpec`s of one meta-batch (from an example draw).
     """
 
+    in_graph_ops = False  # draws through a NumPy function: a host round trip per chunk
+
     def __init__(self, draw, meta_batch_size, spec):
         self.draw, self.meta_batch_size, self.spec = draw, meta_batch_size, spec
+
+    def describe(self):
+        return "a NumPy function in the graph (a host round trip per chunk of steps)"
 
     def batch_bytes(self):
         return sum(s.shape.num_elements() * s.dtype.size for s in self.spec)
@@ -188,21 +196,60 @@ class InGraphSampler:
                     f"step {step}")
         return batch
 
+    def sample_step(self, step):
+        """Step `step`'s meta-batch, as tensors."""
+        return TaskBatch(*(v[0] for v in self.sample_steps(step, 1)))
+
     def sample_replica_share(self, first_step, replica_context):
         """This replica's share of step `first_step`'s meta-batch.
 
         Every replica draws the same meta-batch and takes its own contiguous share.
         """
-        values = [v[0] for v in self.sample_steps(first_step, 1)]
+        batch = self.sample_step(first_step)
         replicas = replica_context.num_replicas_in_sync
         if replicas == 1:
-            return TaskBatch(*values)
+            return batch
         share = self.meta_batch_size // replicas
         start = replica_context.replica_id_in_sync_group * share
-        return TaskBatch(*(v[start:start + share] for v in values))
+        return TaskBatch(*(v[start:start + share] for v in batch))
 
 
-def _in_graph(draw, meta_batch_size, replicas, example):
+class GraphSampler(InGraphSampler):
+    """An `InGraphSampler` whose draws are TensorFlow ops (`keras_meta.tasks.graph`), equal
+    bit for bit to the family's C++ sampler: nothing leaves the graph, and XLA compiles
+    the sampling with the meta-steps.
+
+    Args:
+        sample: `sample(meta_batch_size, seed) -> TaskBatch` of tensors, seed a
+            `(low, high)` uint32 pair.
+        seed: The run seed (a Python int).
+        meta_batch_size: Tasks per meta-step.
+        spec: `TensorSpec`s of one meta-batch.
+    """
+
+    in_graph_ops = True
+
+    def __init__(self, sample, seed, meta_batch_size, spec):
+        super().__init__(None, meta_batch_size, spec)
+        self.sample, self.seed = sample, seed
+
+    def sample_step(self, step):
+        from keras_meta.ops import philox
+
+        return self.sample(self.meta_batch_size, philox.derive_seed(self.seed, step))
+
+    def sample_steps(self, first_step, count):
+        # One step at a time: the trainer's graph path draws each step with `sample_step`.
+        return TaskBatch(*(v[None] for v in self.sample_step(first_step)))
+
+    def chunk_steps(self, steps_per_execution):
+        return 1
+
+    def describe(self):
+        return "TensorFlow ops in the graph (the family's TF twin of its C++ sampler)"
+
+
+def _in_graph(draw, meta_batch_size, replicas, example, graph_sample=None, seed=0):
     spec = tuple(tf.TensorSpec(v.shape, tf.as_dtype(v.dtype)) for v in example)
     if meta_batch_size % replicas:
         raise ValueError(
@@ -211,6 +258,8 @@ def _in_graph(draw, meta_batch_size, replicas, example):
         )
     # One placeholder element per replica: the tasks are sampled in the graph.
     dummy = tf.data.Dataset.from_tensors(tf.zeros((replicas,), tf.int32)).repeat()
+    if graph_sample is not None:
+        return without_autotune(dummy), GraphSampler(graph_sample, seed, meta_batch_size, spec)
     return without_autotune(dummy), InGraphSampler(draw, meta_batch_size, spec)
 
 
@@ -228,8 +277,10 @@ def prepare(tasks, meta_batch_size, seed, replicas):
                                 "tasks.sample(...)")
         check_task_shapes(example, "tasks.sample(...)")
         example = TaskBatch(*(np.asarray(v) for v in example))
+        from keras_meta.tasks.graph import graph_sampler
+
         dummy, sampler = _in_graph(lambda step: tasks.sample(meta_batch_size, step_seed(seed, step)),
-                                   meta_batch_size, replicas, example)
+                                   meta_batch_size, replicas, example, graph_sampler(tasks), seed)
         return dummy, example, sampler
     if isinstance(tasks, tf.data.Dataset):
         spec = tasks.element_spec

@@ -15,6 +15,7 @@ learner protocol, the only methods the trainer calls on it:
   keyword arguments of `adapt`/`evaluate`, such as a step size) and `default_adapt_steps`.
 """
 
+import logging
 from typing import Any, NamedTuple
 
 import keras
@@ -137,6 +138,8 @@ class MetaTrainer(keras.Model):
         self._functions = execution.FunctionCache()
         self.jit = False
         self.vectorize = False
+        # How `fit` runs its meta-steps and why, set by `fit` (execution.summary).
+        self.execution_summary = None
         self.built = True
 
     # ----- the learner protocol ------------------------------------------------------
@@ -542,6 +545,8 @@ class MetaTrainer(keras.Model):
         (benchmarks/RESULTS.md: 1.2x more meta-steps/s on the sinusoid MLP).
         """
         steps = self.steps_per_execution
+        if self._sampler.in_graph_ops:
+            return self._graph_sampled_steps_function(steps)
         chunk = self._sampler.chunk_steps(steps)
 
         @tf.function
@@ -555,6 +560,21 @@ class MetaTrainer(keras.Model):
             return {m.name: m.result() for m in self.metrics}
 
         return run_steps
+
+    def _graph_sampled_steps_function(self, steps):
+        """`steps` meta-steps whose tasks are drawn by TensorFlow ops (a `GraphSampler`):
+        under XLA the call is one program (sampling, inner loops, outer gradient and
+        update), with no host round trip. The program is kept as `_steps_program`."""
+
+        def steps_program():
+            for _ in tf.range(steps):
+                batch = self._sampler.sample_step(self.task_step.value)
+                self.distribute_strategy.run(self.train_step, args=(batch,))
+            return {m.name: m.result() for m in self.metrics}
+
+        # Keras's placeholder iterator stays outside: XLA takes no iterator argument.
+        self._steps_program = tf.function(steps_program, jit_compile=self.jit)
+        return lambda unused_iterator: self._steps_program()
 
     def train_step(self, data):
         batch = self._batch_from_data(data)
@@ -737,6 +757,10 @@ class MetaTrainer(keras.Model):
             self._train_source = tasks
             self._train_sampling = sampling
             self._sampler = sampler
+        self.execution_summary = execution.summary(
+            self._jit_request, self._vectorize_request, self.model, self._sampler,
+            self.steps_per_execution, self.run_eagerly, replicas)
+        logging.getLogger("keras_meta").info("fit: %s", self.execution_summary)
         self.test_function = None
         if not self.optimizer.built:
             # The order Keras uses when it restores optimizer state (BackupAndRestore,
