@@ -85,16 +85,18 @@ def is_graph_model(model):
 
 
 
-def gen_array_ops():
-    """TensorFlow's generated `array_ops` module, whose `broadcast_gradient_args` the
-    gradients of broadcasting binary ops call (`math_grad.SmartBroadcastGradientArgs`)."""
+def gradient_kernels():
+    """`{(module, name)}` of the generated ops that TensorFlow's registered gradients call
+    and the adaptive TFLite export traces with built-in ops instead:
+    `gen_array_ops.broadcast_gradient_args` (`math_grad.SmartBroadcastGradientArgs`) and
+    `gen_nn_ops.relu_grad` (`nn_grad._ReluGrad`)."""
     try:
-        from tensorflow.python.ops import gen_array_ops as module
-        from tensorflow.python.ops import math_grad
+        from tensorflow.python.ops import gen_array_ops, gen_nn_ops, math_grad, nn_grad
     except ImportError:
-        raise _missing("tensorflow.python.ops.gen_array_ops") from None
-    if (not callable(getattr(module, "broadcast_gradient_args", None))
-            or getattr(math_grad, "gen_array_ops", None) is not module):
-        raise _missing("tensorflow.python.ops.gen_array_ops.broadcast_gradient_args, "
-                       "called by math_grad")
-    return module
+        raise _missing("tensorflow.python.ops.gen_array_ops/gen_nn_ops") from None
+    kernels = {(gen_array_ops, "broadcast_gradient_args", math_grad, "gen_array_ops"),
+               (gen_nn_ops, "relu_grad", nn_grad, "gen_nn_ops")}
+    for module, name, caller, alias in kernels:
+        if not callable(getattr(module, name, None)) or getattr(caller, alias, None) is not module:
+            raise _missing(f"{module.__name__}.{name}, called by {caller.__name__}")
+    return {(module, name) for module, name, _, _ in kernels}

@@ -13,7 +13,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from keras_meta import _compat
+from keras_meta import _compat, inner
 from keras_meta._validation import check_bool, check_steps
 from keras_meta.ops import exact_batch_statistics
 from keras_meta.tasks.base import TaskDistribution
@@ -87,23 +87,35 @@ def _broadcast_gradient_args(s0, s1, name=None):
                  for mine, other in (padded, padded[::-1]))
 
 
-@contextlib.contextmanager
-def _builtin_broadcast_gradients():
-    """Gradients of broadcasting ops traced without the `BroadcastGradientArgs` op.
+def _relu_grad(gradients, features, name=None):
+    """`ReluGrad` from TFLite built-in ops (the same values)."""
+    del name
+    return tf.where(features > 0, gradients, tf.zeros_like(gradients))
 
-    Where both operands of a broadcasting op have a free (shots) axis, TensorFlow's
-    gradient asks `BroadcastGradientArgs` for the reduction axes at run time; TFLite has no
-    built-in kernel for it and `tf.lite.Interpreter` links no TensorFlow (Flex) kernels.
-    The same axes from built-in ops keep the exported graph convertible; the reductions,
-    and so the values, are the same.
+
+_BUILTIN_KERNELS = {"broadcast_gradient_args": _broadcast_gradient_args,
+                    "relu_grad": _relu_grad}
+
+
+@contextlib.contextmanager
+def _builtin_gradients():
+    """Gradients traced without the TensorFlow ops that TFLite has no built-in kernel for.
+
+    `tf.lite.Interpreter` of the `tensorflow` package links no TensorFlow (Flex) kernels.
+    Two ops of the inner loop's gradients have none: `BroadcastGradientArgs` (where both
+    operands of a broadcasting op have a free shots axis, TensorFlow asks it for the
+    reduction axes at run time) and `ReluGrad`. While the export traces, the registered
+    gradients build them from built-in ops instead, with the same values.
     """
-    module = _compat.gen_array_ops()
-    original = module.broadcast_gradient_args
-    module.broadcast_gradient_args = _broadcast_gradient_args
+    kernels = _compat.gradient_kernels()
+    originals = {(module, name): getattr(module, name) for module, name in kernels}
     try:
+        for module, name in kernels:
+            setattr(module, name, _BUILTIN_KERNELS[name])
         yield
     finally:
-        module.broadcast_gradient_args = original
+        for (module, name), original in originals.items():
+            setattr(module, name, original)
 
 
 def adaptive_module(learner, support_y_spec, steps=None, max_steps=None):
@@ -196,7 +208,7 @@ def adaptive_module(learner, support_y_spec, steps=None, max_steps=None):
                                        {"steps": tf.constant(steps)} if dynamic else {}))
         return signatures["serve"](x=x, **state)
 
-    with exact_batch_statistics(), _builtin_broadcast_gradients():
+    with exact_batch_statistics(), _builtin_gradients():
         module.adapt = tf.function(adapt)
         signatures = {"adapt": module.adapt.get_concrete_function(support_x, support_y,
                                                                   *step_spec)}
@@ -281,9 +293,11 @@ def to_tflite(saved_model_dir, path, select_tf_ops=False):
 
     Built-in TFLite ops only by default: `tf.lite.Interpreter` of the `tensorflow`
     package (2.21) links no TensorFlow (Flex) kernels, and every op of the exported inner
-    loop, its gradients included, converts to a built-in one (`export_adaptive` traces the
-    broadcasting gradients without `BroadcastGradientArgs`, the one that would not). A
-    model with an op that has no built-in kernel is refused, naming it, unless
+    loop of a dense model with a regression loss, its gradients included, converts to a
+    built-in one (`export_adaptive` traces the gradients without `BroadcastGradientArgs`
+    and `ReluGrad`, which would not). A
+    model with an op that has no built-in kernel (a convolution's filter gradient, a
+    sparse softmax cross-entropy) is refused, naming it, unless
     `select_tf_ops=True` (for a runtime that links the Flex delegate). Run a signature
     with `tf.lite.Interpreter(model_path=path).get_signature_runner("adapt_and_serve")`.
     The run-time checks on `steps` are dropped by the converter: a `steps` above
@@ -328,3 +342,69 @@ def to_tflite(saved_model_dir, path, select_tf_ops=False):
     with open(path, "wb") as f:
         f.write(flat)
     return path
+
+
+def export_adaptive_policy(learner, path):
+    """Writes a MAML-RL policy's adaptation as one SavedModel that plain TensorFlow runs.
+
+    Prefer `MAMLRL.export_adaptive(path)`. Signatures (also the loaded object's methods):
+
+    - `adapt(observations, actions, advantages) -> {"weights_0": ..., ...}`: one inner
+      policy-gradient step from the meta-weights, `phi = theta - inner_lr * grad_theta
+      mean(-log pi_theta(a | o) * A)`, on a batch of transitions `[N, ...]` of one task:
+      MAML-RL's inner step (`MAMLRL.adapt_step`) with every row valid. `advantages` are
+      the caller's (e.g. the `MAMLRL.process` ones: baseline, GAE, normalisation).
+    - `action(observation, weights_0, ...) -> {"action": ...}`: the policy's deterministic
+      action (Gaussian mean, greedy category) at the adapted weights, `observation`
+      `[batch, observation_dim]`.
+    - `action_meta(observation) -> {"action": ...}`: the same at the meta-weights.
+
+    The adapted weights are inputs of `action`, not a policy state, so TF-Agents'
+    `SavedModelPyTFEagerPolicy` (which calls a PolicySaver `action(time_step,
+    policy_state)`) does not drive it; load it with `tf.saved_model.load`.
+
+    Args:
+        learner: A `keras_meta.rl.MAMLRL`.
+        path: Directory to write the SavedModel to.
+
+    Returns:
+        The `tf.Module` that was saved.
+    """
+    policy = learner.policy
+    dtype = tf.as_dtype(policy.trainable_variables[0].dtype)
+    observations = tf.TensorSpec([None, policy.observation_dim], dtype, name="observations")
+    observation = tf.TensorSpec([None, policy.observation_dim], dtype, name="observation")
+    # The action's dtype and width as the policy produces them (float means, int64 ids).
+    sample = tf.function(lambda o: policy.mode(None, o)).get_concrete_function(
+        observations).structured_outputs
+    actions = tf.TensorSpec(sample.shape, sample.dtype, name="actions")
+    advantages = tf.TensorSpec([None], dtype, name="advantages")
+
+    module = tf.Module(name=f"{policy.name}_adaptive")
+    module.policy_variables = [v.value for v in policy.variables]
+
+    def adapt(observations, actions, advantages):
+        def loss(params, step):
+            del step
+            log_p = policy.log_prob(params, observations, actions)
+            return tf.reduce_mean(-log_p * advantages)
+
+        fast = inner.adapt(loss, policy.weights_list(), inner.sgd(learner.inner_lr), 1,
+                           first_order=True).params
+        return {f"weights_{i}": w for i, w in enumerate(fast)}
+
+    def action(observation, *weights):
+        return {"action": policy.mode(list(weights), observation)}
+
+    def action_meta(observation):
+        return {"action": policy.mode(None, observation)}
+
+    module.adapt = tf.function(adapt, input_signature=[observations, actions, advantages])
+    weight_specs = [tf.TensorSpec(v.shape, v.dtype, name=f"weights_{i}")
+                    for i, v in enumerate(policy.trainable_variables)]
+    module.action = tf.function(action, input_signature=[observation, *weight_specs])
+    module.action_meta = tf.function(action_meta, input_signature=[observation])
+    signatures = {name: getattr(module, name).get_concrete_function()
+                  for name in ("adapt", "action", "action_meta")}
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return module

@@ -36,12 +36,15 @@ def test_pfor_internals():
     assert pfor._is_under_xla_context() is False
 
 
-def test_gen_array_ops_broadcast_gradient_args():
-    # The broadcasting gradients reach the op through this module attribute (export.py
-    # swaps it while tracing adaptive exports).
-    module = _compat.gen_array_ops()
-    r0, r1 = module.broadcast_gradient_args(tf.constant([5, 1]), tf.constant([1]))
+def test_gradient_kernels():
+    # The registered gradients reach these ops through module attributes (export.py
+    # swaps them while tracing adaptive exports).
+    kernels = dict((name, module) for module, name in _compat.gradient_kernels())
+    r0, r1 = kernels["broadcast_gradient_args"].broadcast_gradient_args(
+        tf.constant([5, 1]), tf.constant([1]))
     assert r0.numpy().tolist() == [1] and r1.numpy().tolist() == [0, 1]
+    grad = kernels["relu_grad"].relu_grad(tf.constant([2.0, 3.0]), tf.constant([-1.0, 1.0]))
+    assert grad.numpy().tolist() == [0.0, 3.0]
 
 
 def test_flatten_layers():

@@ -108,7 +108,8 @@ def activation_elements(model):
     return total
 
 
-def estimate(model, adapted_elements, steps, shots, tasks, recompute=False, exact_steps=None):
+def estimate(activations, adapted_elements, steps, shots, tasks, recompute=False,
+             exact_steps=None, itemsize=4):
     """Bytes the inner loops in flight keep for the outer gradient (a model, not a measure).
 
     Per task, a second-order step keeps `3 * activations * shots` (forward, inner backward
@@ -117,19 +118,19 @@ def estimate(model, adapted_elements, steps, shots, tasks, recompute=False, exac
     earlier ones under truncation) keeps the weights' update only.
 
     Args:
-        model: The Keras model.
+        activations: `activation_elements(model)`.
         adapted_elements: Number of adapted weight elements.
         steps: Inner steps.
         shots: Support examples per task.
         tasks: Tasks whose inner loops are in memory together (the meta-batch when
             vectorized, 1 in the task loop).
         recompute, exact_steps: The mode (`parse_mode`).
+        itemsize: Bytes per element.
 
     Returns:
         An int, bytes.
     """
-    itemsize = tf.as_dtype(model.trainable_variables[0].dtype).size
-    activations = _ACTIVATION_COPIES * activation_elements(model) * shots * itemsize
+    activations = _ACTIVATION_COPIES * activations * shots * itemsize
     weights = _WEIGHT_COPIES * adapted_elements * itemsize
     exact = steps if exact_steps is None else min(exact_steps, steps)
     if recompute:
@@ -148,17 +149,21 @@ def plan(model, adapted_elements, steps, shots, tasks, budget=None, mode=None):
     that fit (`truncated:1`, with a warning, when nothing fits).
 
     Args:
-        model, adapted_elements, steps, shots, tasks: As `estimate`.
+        model: The Keras model.
+        adapted_elements, steps, shots, tasks: As `estimate`.
         budget: Bytes, `"auto"` (`available_bytes()`) or None (plain).
         mode: An explicit mode (`parse_mode`), or None.
 
     Returns:
         A `MemoryPlan`.
     """
+    activations = activation_elements(model)
+    itemsize = tf.as_dtype(model.trainable_variables[0].dtype).size
+
     def made(name, recompute, exact_steps, limit):
         return MemoryPlan(name, recompute, exact_steps,
-                          estimate(model, adapted_elements, steps, shots, tasks, recompute,
-                                   exact_steps), limit)
+                          estimate(activations, adapted_elements, steps, shots, tasks,
+                                   recompute, exact_steps, itemsize), limit)
 
     if mode is not None or budget is None:
         recompute, exact_steps = parse_mode(mode or "plain")

@@ -503,6 +503,24 @@ class MAMLRL(RLLearner):
         stacked = self._adapt_step_fn(self._tile(policy.weights_list(), 1), self.process(buffer), step_sizes[0])
         return self.policy.adapted([w[0] for w in stacked])
 
+    def export_adaptive(self, path):
+        """Writes the policy's adaptation as a SavedModel that plain TensorFlow runs.
+
+        Signatures `adapt(observations, actions, advantages)` (one inner policy-gradient
+        step from the meta-weights on one task's transitions), `action(observation,
+        weights_0, ...)` and `action_meta(observation)`: see
+        `keras_meta.export.export_adaptive_policy`.
+
+        Args:
+            path: Directory to write the SavedModel to.
+
+        Returns:
+            The saved `tf.Module`.
+        """
+        from keras_meta import export
+
+        return export.export_adaptive_policy(self, path)
+
     def evaluate_episodes(self, env, task, adaptation_episodes, eval_episodes, seed=0, deterministic=False):
         """Returns and successes of `eval_episodes` episodes after adapting on `adaptation_episodes`.
 

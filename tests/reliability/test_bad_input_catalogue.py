@@ -529,6 +529,12 @@ def _pool(x=X, tasks=2):
     return km.tasks.TaskBatch(*(np.broadcast_to(x, (tasks,) + x.shape).copy(),) * 4)
 
 
+def _y_spec():
+    import tensorflow as tf
+
+    return tf.TensorSpec([None, 1], tf.float32)
+
+
 LEARNER_CASES = [
     ("fit-zero-batch", lambda m: m.fit(km.tasks.Sinusoid(), meta_batch_size=0, steps_per_epoch=1, verbose=0),
      ValueError, r"meta_batch_size=0", ()),
@@ -560,6 +566,29 @@ LEARNER_CASES = [
     ("compile-zero-steps-per-execution", lambda m: m.compile(steps_per_execution=0), ValueError,
      r"steps_per_execution=0",
      ()),
+    ("compile-negative-memory-budget", lambda m: m.compile(memory_budget=-1), ValueError,
+     r"memory_budget=-1", ()),
+    ("compile-str-memory-budget", lambda m: m.compile(memory_budget="lots"), TypeError,
+     r"memory_budget='lots'", ()),
+    ("compile-bool-memory-budget", lambda m: m.compile(memory_budget=True), TypeError,
+     r"memory_budget=True", ()),
+    ("compile-unknown-second-order-mode", lambda m: m.compile(second_order_mode="fast"), ValueError,
+     r"second_order_mode='fast'", ()),
+    ("compile-truncated-zero", lambda m: m.compile(second_order_mode="truncated:0"), ValueError,
+     r"second_order_mode='truncated:0'", ()),
+    ("compile-int-second-order-mode", lambda m: m.compile(second_order_mode=2), TypeError,
+     r"second_order_mode=2", ()),
+    ("compile-budget-and-mode", lambda m: m.compile(memory_budget=2**30, second_order_mode="plain"),
+     ValueError, r"not both", ()),
+    ("export-negative-max-steps", lambda m: m.export_adaptive("never_written", max_steps=-1,
+                                                              support_y_spec=_y_spec()),
+     ValueError, r"max_steps=-1", ()),
+    ("export-max-steps-below-steps", lambda m: m.export_adaptive("never_written", steps=3, max_steps=1,
+                                                                 support_y_spec=_y_spec()),
+     ValueError, r"max_steps=1", ()),
+    ("export-unknown-format", lambda m: m.export_adaptive("never_written", format="onnx",
+                                                          support_y_spec=_y_spec()),
+     ValueError, r"format='onnx'", ()),
 ]
 
 
