@@ -48,7 +48,9 @@ def squared_distance_logits(embeddings, prototypes, present):
         Logits `[batch, classes]`.
     """
     embeddings = tf.reshape(embeddings, [tf.shape(embeddings)[0], -1])
-    distances = tf.reduce_sum(tf.square(embeddings[:, None, :] - prototypes[None]), axis=-1)
+    # expand_dims, not None-indexing: TFLite has no built-in strided slice that adds axes.
+    distances = tf.reduce_sum(
+        tf.square(tf.expand_dims(embeddings, 1) - tf.expand_dims(prototypes, 0)), axis=-1)
     # The dtype's lowest finite value, not -inf: softmax gives such a class exactly zero
     # probability and a cross-entropy on probabilities stays finite.
     return tf.where(present, -distances, tf.constant(distances.dtype.min, distances.dtype))
