@@ -1,13 +1,12 @@
 """Meta-training a learned optimizer: unrolled optimisation with truncated backpropagation."""
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_meta import inner
 from keras_meta._validation import check_bool, check_positive_int, check_seed
 from keras_meta.ops.finite import apply_if_finite
-from keras_meta.optimizers.problems import Problems
+from keras_meta.optimizers.problems import Problems, Stacked
 from keras_meta.tasks import step_seed
 
 
@@ -32,7 +31,11 @@ def unrolled_loss(update_rule, problems, params, data, steps, state=None, second
     Returns:
         `(loss, adapted)`: the mean loss and `inner.Adapted(params, state, None)` after the
         last update.
+
+    Raises:
+        ValueError, TypeError: If `steps` is not a positive integer.
     """
+    steps = check_positive_int(steps, "steps")
     losses = []
 
     def record(k, weights):
@@ -99,30 +102,29 @@ def meta_train(rule, problems, iterations=100, meta_batch_size=4, horizon=100, u
     variables = list(rule.trainable_variables)
     optimizer.build(variables)
 
-    def truncation(params, states, data):
+    stacked = Stacked(problems, meta_batch_size)
+
+    def truncation(params, state, data):
         with tf.GradientTape() as tape:
             update = rule.update_rule([tf.convert_to_tensor(w) for w in rule.network])
-            losses, new_params, new_states = [], [], []
-            for p, s, d in zip(params, states, data):
-                loss, adapted = unrolled_loss(update, problems, p, d, unroll, s, second_order)
-                losses.append(loss)
-                new_params.append(adapted.params)
-                new_states.append(adapted.state)
-            loss = tf.add_n(losses) / len(losses)
+            # The stacked loss sums the problems' losses: the mean is the meta-loss.
+            loss, adapted = unrolled_loss(update, stacked, params, data, unroll, state,
+                                          second_order)
+            loss = loss / meta_batch_size
         grads = tape.gradient(loss, variables)
         applied = apply_if_finite(lambda: optimizer.apply(grads, variables), loss, grads)
-        return applied, tf.nest.map_structure(tf.stop_gradient, (new_params, new_states))
+        return applied, tf.nest.map_structure(tf.stop_gradient, (adapted.params, adapted.state))
 
     truncation = tf.function(truncation, jit_compile=jit_compile)
     initial = rule.update_rule().init
     for iteration in range(iterations):
-        drawn = [problems.sample(step_seed(seed, iteration * meta_batch_size + b))
-                 for b in range(meta_batch_size)]
-        params = [[tf.constant(p) for p in ps] for ps, _ in drawn]
-        data = [tuple(tf.constant(a) for a in d) for _, d in drawn]
-        states = [initial(p) for p in params]
+        params, data = stacked.sample_many(
+            [step_seed(seed, iteration * meta_batch_size + b) for b in range(meta_batch_size)])
+        params = [tf.constant(p) for p in params]
+        data = tuple(tf.constant(d) for d in data)
+        state = initial(params)
         for _ in range(horizon // unroll):
-            applied, (params, states) = truncation(params, states, data)
+            applied, (params, state) = truncation(params, state, data)
             if not bool(applied):
                 break
     return rule

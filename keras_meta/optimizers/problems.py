@@ -94,3 +94,34 @@ class MLPRegression(Problems):
         w1, b1, w2, b2 = params
         prediction = tf.matmul(self._ACTIVATIONS[self.activation](tf.matmul(x, w1) + b1), w2) + b2
         return tf.reduce_mean(tf.square(prediction - y))
+
+
+class Stacked(Problems):
+    """`size` problems of one family as one problem: every weight and data array gains a
+    leading axis of `size`, and the loss is the sum of the problems' losses, so each
+    problem's gradient is its own and a coordinate-wise rule (or any elementwise rule:
+    SGD, Adam) updates all of them at once exactly as it would one by one.
+
+    Args:
+        problems: The family.
+        size: Problems stacked (>= 1).
+    """
+
+    def __init__(self, problems, size):
+        self.problems = problems
+        self.size = check_positive_int(size, "size")
+
+    def sample_many(self, seeds):
+        """The stacked `(params, data)` of the problems drawn with `seeds`."""
+        drawn = [self.problems.sample(seed) for seed in seeds]
+        params = [np.stack(p) for p in zip(*(d[0] for d in drawn))]
+        data = tuple(np.stack(d) for d in zip(*(d[1] for d in drawn)))
+        return params, data
+
+    def losses(self, params, data):
+        """Each problem's loss, `[size]` (one vectorized graph, not `size` copies)."""
+        return tf.vectorized_map(lambda args: self.problems.loss(list(args[0]), tuple(args[1])),
+                                 (list(params), tuple(data)))
+
+    def loss(self, params, data):
+        return tf.reduce_sum(self.losses(params, data))

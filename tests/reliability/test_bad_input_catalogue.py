@@ -521,7 +521,7 @@ def _mlp():
 
 
 LEARNER_CLASSES = {"MAML": km.MAML, "FOMAML": km.FOMAML, "MetaSGD": km.MetaSGD, "ANIL": km.ANIL,
-                   "Reptile": km.Reptile, "MAMLPlusPlus": km.MAMLPlusPlus}
+                   "Reptile": km.Reptile, "MAMLPlusPlus": km.MAMLPlusPlus, "MetaLSTM": km.MetaLSTM}
 X = np.zeros((5, 1), F32)
 
 
@@ -1322,3 +1322,84 @@ GENERATED_TASK_CASES = [
 def test_generated_tasks_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# --- MetaLSTM, learned update rules and learned optimizers --------------------------------------
+
+
+def _rule(**kwargs):
+    return km.optimizers.LearnedRule(hidden_units=2, num_layers=1, **kwargs)
+
+
+def _rule_file(tmp_path, **arrays):
+    path = tmp_path / "rule.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+LEARNED_RULE_CASES = [
+    ("meta-lstm-gate-at-one", lambda: km.MetaLSTM(_mlp(), inner_lr=1.0), ValueError, r"inner_lr=1.0"),
+    ("meta-lstm-inner-rule", lambda: km.MetaLSTM(_mlp(), inner_rule=_rule()), TypeError,
+     r"no `inner_rule` for MetaLSTM"),
+    ("meta-sgd-inner-rule", lambda: km.MetaSGD(_mlp(), inner_rule=_rule()), TypeError, r"no `inner_rule` for MetaSGD"),
+    ("maml-inner-rule-str", lambda: km.MAML(_mlp(), inner_rule="adam"), TypeError, r"inner_rule of type str"),
+    ("rule-kind", lambda: _rule(kind="gru"), ValueError, r"kind='gru'"),
+    ("rule-zero-units", lambda: km.optimizers.LearnedRule(hidden_units=0), ValueError, r"hidden_units=0"),
+    ("rule-float-layers", lambda: km.optimizers.LearnedRule(num_layers=1.5), TypeError, r"num_layers=1.5"),
+    ("rule-negative-scale", lambda: _rule(output_scale=-0.1), ValueError, r"output_scale=-0.1"),
+    ("rule-negative-seed", lambda: _rule(seed=-1), ValueError, r"seed=-1"),
+    ("optimizer-rule-str", lambda: km.optimizers.Learned("lstm"), TypeError, r"rule of type str"),
+    ("quadratics-zero-dim", lambda: km.optimizers.Quadratics(dim=0), ValueError, r"dim=0"),
+    ("quadratics-negative-scale", lambda: km.optimizers.Quadratics(scale=-1.0), ValueError, r"scale=-1.0"),
+    ("mlp-regression-activation", lambda: km.optimizers.MLPRegression(activation="elu"), ValueError,
+     r"activation='elu'"),
+    ("mlp-regression-zero-points", lambda: km.optimizers.MLPRegression(points=0), ValueError, r"points=0"),
+    ("stacked-zero-size", lambda: km.optimizers.Stacked(km.optimizers.Quadratics(), 0), ValueError, r"size=0"),
+    ("unrolled-zero-steps", lambda: km.optimizers.unrolled_loss(
+        _rule().update_rule(), km.optimizers.Quadratics(dim=2), [np.zeros(2, F32)], (np.eye(2, dtype=F32),
+                                                                                   np.zeros(2, F32)), 0),
+     ValueError, r"steps=0"),
+]
+
+
+@pytest.mark.parametrize("call, error, match", [c[1:] for c in LEARNED_RULE_CASES],
+                         ids=[c[0] for c in LEARNED_RULE_CASES])
+def test_learned_rule_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_rule_file_without_a_rule_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"written by LearnedRule.save.*\['weight_0'\]"):
+        km.optimizers.LearnedRule.from_file(_rule_file(tmp_path, weight_0=np.zeros(2)))
+    with pytest.raises(ValueError, match=r"written by LearnedRule.save"):
+        km.optimizers.Learned.from_file(_rule_file(tmp_path, weight_0=np.zeros(2)))
+
+
+META_TRAIN_CASES = [
+    ("rule-not-a-rule", dict(rule="lstm"), TypeError, r"rule of type str"),
+    ("problems-not-a-family", dict(problems=km.tasks.Sinusoid()), TypeError, r"problems of type Sinusoid"),
+    ("zero-iterations", dict(iterations=0), ValueError, r"iterations=0"),
+    ("zero-meta-batch", dict(meta_batch_size=0), ValueError, r"meta_batch_size=0"),
+    ("horizon-not-multiple", dict(horizon=10, unroll=4), ValueError, r"horizon=10, unroll=4"),
+    ("zero-unroll", dict(unroll=0), ValueError, r"unroll=0"),
+    ("second-order-str", dict(second_order="no"), TypeError, r"second_order='no'"),
+    ("negative-seed", dict(seed=-2), ValueError, r"seed=-2"),
+    ("frozen-rule", dict(trainable=False), ValueError, r"trainable=False"),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, match", [c[1:] for c in META_TRAIN_CASES],
+                         ids=[c[0] for c in META_TRAIN_CASES])
+def test_meta_train_bad_input_trains_nothing(kwargs, error, match):
+    kwargs = dict(kwargs)
+    rule = _rule()
+    rule.trainable = kwargs.pop("trainable", True)
+    before = rule.get_weights()
+    arguments = dict(rule=rule, problems=km.optimizers.Quadratics(dim=2), iterations=1, meta_batch_size=1,
+                     horizon=4, unroll=2)
+    arguments.update(kwargs)
+    with pytest.raises(error, match=match):
+        km.optimizers.meta_train(**arguments)
+    for a, b in zip(rule.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)
