@@ -47,6 +47,7 @@ _NAMES = {
     "ANIL": "algorithms",
     "FOMAML": "algorithms",
     "GradientLearner": "algorithms",
+    "KerasMetaWarning": "_warnings",
     "MAML": "algorithms",
     "MAMLPlusPlus": "algorithms",
     "MANN": "algorithms",

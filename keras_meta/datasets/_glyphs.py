@@ -181,7 +181,8 @@ def glyphs(
         dataset, problem = _read_cache(path, params_json)
         if dataset is not None:
             return dataset
-        warnings.warn(f"Rebuilding the glyphs dataset cache {path!r}: {problem}", stacklevel=2)
+        warnings.warn(f"Rebuilding the glyphs dataset cache {path!r}: {problem}", _io.CacheWarning,
+                      stacklevel=2)
 
     dataset = _build(drawings, image_size, seed, verbose, fonts, rotations)
     arrays = _dataset_arrays(dataset)

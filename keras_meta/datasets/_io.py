@@ -11,6 +11,8 @@ import warnings
 
 import numpy as np
 
+from keras_meta._warnings import KerasMetaWarning
+
 # A temporary of `atomic_save_npz` not modified for this long is debris of a killed
 # write. A live write only exists for the final serialisation (seconds, the build
 # itself runs in memory) and touches its file continuously, so an hour leaves a
@@ -20,8 +22,8 @@ STALE_TEMPORARY_SECONDS = 3600.0
 _TEMPORARY_PREFIX = ".%s."
 
 
-class CacheWarning(UserWarning):
-    """A dataset cache could not be written; the data is returned uncached."""
+class CacheWarning(KerasMetaWarning):
+    """A dataset cache could not be written or read back; the data is returned (or rebuilt)."""
 
 
 def default_cache_dir():

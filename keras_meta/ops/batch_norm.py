@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from keras_meta import _compat
+from keras_meta._warnings import KerasMetaWarning
 
 
 def _exact_moments(x, axes, keepdims):
@@ -90,7 +91,7 @@ def with_batch_statistics(model):
                 f"The adapted copy of subclassed model {model.name!r} normalises with its "
                 "BatchNorm moving statistics in inference, not with the batch statistics the "
                 "learner adapts and evaluates with; call it with training=True to match.",
-                stacklevel=3)
+                KerasMetaWarning, stacklevel=3)
     copy.set_weights(model.get_weights())
     return copy
 
