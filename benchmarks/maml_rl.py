@@ -23,7 +23,7 @@ of the timed iterations after an untimed first one (tracing):
 Paths: `old` (the baseline tree's host path), `host` (this tree's host path: C++
 navigation, vectorised Fisher-vector products, one graph for the CG solve and line
 search), `graph` (`GraphMetaIteration` over `GraphNavigation2D`: the whole iteration in one
-`tf.function`), `graph-xla` (the same with XLA), and with `--fvp-subsample k` also
+`tf.function`), and with `--fvp-subsample k` also
 `host`/`graph` with the FVPs on every k-th step.
 """
 
@@ -64,7 +64,7 @@ def _speed_worker(path, iterations, fvp_subsample, tree):
     if path.startswith("graph"):
         from keras_meta.rl.graph_iteration import GraphMetaIteration
 
-        step = GraphMetaIteration(learner, rl.GraphNavigation2D(), 20, 20, jit_compile=path == "graph-xla")
+        step = GraphMetaIteration(learner, rl.GraphNavigation2D(), 20, 20)
     else:
         step = lambda: learner.fit(epochs=1, meta_batch_size=20, episodes_per_task=20, verbose=0)
     times = []
@@ -127,16 +127,22 @@ def gpu_check(iterations):
 def speed(args):
     """Runs every path's worker in turn and prints a markdown table of medians."""
     paths = [("old", 1)] if args.baseline_tree else []
-    paths += [("host", 1), ("graph", 1), ("graph-xla", 1)]
+    paths += [("host", 1), ("graph", 1)]
     if args.fvp_subsample > 1:
         paths += [("host", args.fvp_subsample), ("graph", args.fvp_subsample)]
+    if args.paths:
+        paths = [p for p in paths if f"{p[0]}:{p[1]}" in args.paths.split(",")]
     rows = []
     for path, k in paths:
         load = os.getloadavg()[0]
         command = [sys.executable, __file__, "--speed-worker", path, "--iterations", str(args.iterations),
                    "--fvp-subsample", str(k)] + (["--baseline-tree", args.baseline_tree] if path == "old" else [])
-        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        result = json.loads(out)
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"{path} k={k}: failed (exit {done.returncode}):\n" + "\n".join(done.stderr.splitlines()[-15:]),
+                  flush=True)
+            continue
+        result = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append((path, k, result, load, os.getloadavg()[0]))
         print(f"{path} k={k}: first {result['first']:.1f}s, median {statistics.median(result['times']):.2f}s "
               f"({result['module']})", flush=True)
@@ -156,6 +162,7 @@ def main():
     parser.add_argument("--gpu-check", action="store_true", help="benchmarks/gpu_check.sh's RL part")
     parser.add_argument("--baseline-tree", default=None, help="source tree of the code before the change (--speed)")
     parser.add_argument("--fvp-subsample", type=int, default=1, help="also time FVPs on every k-th step (--speed)")
+    parser.add_argument("--paths", default=None, help="comma-separated subset of the --speed paths as path:k, e.g. host:5,graph:5")
     parser.add_argument("--env", default="navigation", choices=sorted(ENVS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--iterations", type=int, default=None)

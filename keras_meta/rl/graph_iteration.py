@@ -191,7 +191,6 @@ class GraphMetaIteration:
         meta_batch_size: Tasks per iteration.
         episodes_per_task: Episodes per task and phase.
         device: Device the graph is placed on (default: `default_device()`).
-        jit_compile: Compile the iteration with XLA.
 
     Raises:
         ValueError: For non-positive sizes, or an env whose horizon or spaces differ from the learner's.
@@ -202,7 +201,7 @@ class GraphMetaIteration:
     >>> logs = iteration()  # doctest: +SKIP
     """
 
-    def __init__(self, learner, env, meta_batch_size=20, episodes_per_task=20, device=None, jit_compile=False):
+    def __init__(self, learner, env, meta_batch_size=20, episodes_per_task=20, device=None):
         self.meta_batch_size = check_positive_int(meta_batch_size, "meta_batch_size")
         self.episodes_per_task = check_positive_int(episodes_per_task, "episodes_per_task")
         if getattr(env, "horizon", None) != learner.horizon or env.autoreset_mode.name != "NEXT_STEP":
@@ -214,7 +213,9 @@ class GraphMetaIteration:
                              f"like the policy. Received: env.discrete={env.discrete}")
         self.learner, self.env = learner, env
         self.device = default_device() if device is None else device
-        self.function = tf.function(self._iteration, jit_compile=bool(jit_compile))
+        # Not under XLA: the second-order path does not compile there (XLA's lowering of
+        # the task-vectorised forward has no second derivative: XlaDynamicUpdateSlice).
+        self.function = tf.function(self._iteration)
 
     def __call__(self):
         """Runs one meta-iteration; returns a dict of float logs (pre/post return, outer-step logs)."""
