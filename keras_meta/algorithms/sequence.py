@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from keras_meta._validation import check_positive_int
 from keras_meta.algorithms.protonet import _check_loss_takes_logits
-from keras_meta.ops import forward
+from keras_meta.ops import forward, with_batch_statistics
 from keras_meta.tasks.base import TaskBatch
 from keras_meta.training import MetaTrainer, TaskOutputs
 
@@ -202,11 +202,13 @@ class SequenceLearner(MetaTrainer):
         """A functional model: a copy of the embedding, then a `ConditionedHead`.
 
         It outputs logits over `num_classes` for each input; it holds the read support
-        state and no reference to this learner.
+        state and no reference to this learner. BatchNormalization layers of the embedding
+        normalise with the statistics of the batch they are given, as `evaluate` does: pass
+        a task's queries in one batch.
         """
         state = [np.asarray(s) for s in state]
-        embedding = keras.models.clone_model(self.model)
-        embedding.set_weights([v.numpy() for v in self.model.weights])
+        # BatchNormalization on the batch's statistics, as `predict_adapted` runs it.
+        embedding = with_batch_statistics(self.model)
         head = type(self.head).from_config(self.head.get_config())
         conditioned = ConditionedHead(head, [s.shape for s in state], name="conditioned_head",
                                       dtype=self.head.dtype_policy)

@@ -92,3 +92,17 @@ def test_keras_round_trip_adapt_evaluate_and_export(name, tmp_path):
     accuracies = [np.mean(learner.adapt(*task[:2]).predict(task[2], verbose=0).argmax(-1) == task[3])
                   for task in zip(*TASKS.sample(3, km.tasks.step_seed(4, 0)))]
     np.testing.assert_allclose(result[0]["accuracy"], np.mean(accuracies), rtol=1e-6)
+
+
+def test_adapted_model_normalises_with_batch_statistics_as_evaluate_does():
+    keras.utils.set_random_seed(0)
+    embedding = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6),
+                                  keras.layers.BatchNormalization(), keras.layers.Activation("tanh")])
+    learner = SEQUENCE_LEARNERS["snail"](embedding)
+    learner.compile(loss=TASKS.loss)
+    sx, sy, qx, _ = (v[0] for v in TASKS.sample(1, 2))
+    meta = learner.meta_state()
+    state = learner.adapt_states(meta, tf.constant(sx), tf.constant(sy), (0,))[0]
+    np.testing.assert_allclose(learner.adapt(sx, sy).predict(qx, batch_size=len(qx), verbose=0),
+                               learner.predict_adapted(meta, state, tf.constant(qx)),
+                               rtol=1e-5, atol=1e-6)
