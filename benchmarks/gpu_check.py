@@ -16,6 +16,8 @@ Subcommands:
   (``placement``, a process of its own) where the ops of the first `fit` call's functions
   were placed (TensorFlow's device-placement log, counted per device; every op type that
   ran on the CPU is listed).
+- ``sampler``: values of the in-graph regression samplers (XLA on the GPU) that differ
+  from the C++ sampler's, bit for bit, per family and field (expected: all 0).
 
 Usage (from the repository root, with a Python that has TensorFlow with CUDA and
 keras_meta installed):
@@ -174,6 +176,32 @@ def run_placement(name, reps):
     return {"workload": name, "placement": counts, "ops_on_cpu": cpu_ops}
 
 
+def check_sampler():
+    """Whether the in-graph regression samplers, compiled by XLA on the GPU, equal the C++
+    sampler bit for bit (tasks/graph.py: float64 `sin` and fused multiply-adds are where
+    a device could differ)."""
+    import numpy as np
+    import tensorflow as tf
+
+    import keras_meta as km
+    from keras_meta.tasks.graph import graph_sampler
+
+    families = [km.tasks.Sinusoid(), km.tasks.Linear(), km.tasks.Polynomial(degree=5),
+                km.tasks.StepFunction()]
+    draw = tf.function(lambda low, high: [graph_sampler(f)(1000, (low, high)) for f in families],
+                       jit_compile=True)
+    differing = {}
+    for seed in (0, 7, 2**63 + 5):
+        with tf.device("/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"):
+            got = draw(tf.constant(seed & 0xFFFFFFFF, tf.uint32), tf.constant(seed >> 32, tf.uint32))
+        for family, batch in zip(families, got):
+            for field, g, w in zip(km.tasks.TaskBatch._fields, batch, family.sample(1000, seed)):
+                count = int(np.sum(g.numpy().view(np.uint32) != w.view(np.uint32)))
+                key = f"{type(family).__name__}.{field}"
+                differing[key] = differing.get(key, 0) + count
+    print(json.dumps({"sampler_values_differing_from_cpp": differing}), flush=True)
+
+
 def each_workload(run, names, reps):
     import tensorflow as tf
 
@@ -189,7 +217,7 @@ def each_workload(run, names, reps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=("preflight", "supervised", "placement"))
+    parser.add_argument("command", choices=("preflight", "supervised", "placement", "sampler"))
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
@@ -197,6 +225,9 @@ def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.command == "placement" else "1")
     if args.command == "preflight":
         preflight()
+        return
+    if args.command == "sampler":
+        check_sampler()
         return
     if args.command == "placement":
         import tensorflow as tf

@@ -29,6 +29,9 @@ if [ $status -ne 0 ]; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 
+echo "== in-graph samplers vs C++ (bits, XLA on the GPU)"
+timeout 60 "$PYTHON" benchmarks/gpu_check.py sampler || echo "gpu_check: sampler check failed (exit $?)"
+
 echo "== supervised (sinusoid-1, sinusoid-5, conv-pool; second order; default path)"
 timeout 200 "$PYTHON" benchmarks/gpu_check.py supervised || echo "gpu_check: supervised part failed or timed out (exit $?)"
 echo "== placement of the first fit call's ops (device-placement log, counted)"
@@ -37,8 +40,11 @@ timeout 100 "$PYTHON" benchmarks/gpu_check.py placement || echo "gpu_check: plac
 # ===== RL section (owned by the meta-RL work): append below this line, <= 4 minutes =====
 echo "== meta-RL: placement of the compiled MAML-RL meta-iteration, navigation meta-iterations/s in-graph vs host"
 rl_log=$(mktemp)
-timeout 240 "$PYTHON" benchmarks/maml_rl.py --gpu-check --iterations 3 2>"$rl_log" \
-  || { echo "gpu_check: RL part failed or timed out (exit $?)"; tail -20 "$rl_log"; }
-# The placement log of the first in-graph call (tf.debugging.set_log_device_placement), counted per device.
-echo "placement log lines per device: $(grep -o 'device:[A-Z]*:[0-9]*' "$rl_log" | sort | uniq -c | tr '\n' ' ')"
+timeout 240 "$PYTHON" benchmarks/maml_rl.py --gpu-check --iterations 3 >"$rl_log" 2>&1 \
+  || echo "gpu_check: RL part failed or timed out (exit $?)"
+# TensorFlow's device-placement log ("name: (OpType): /job:.../device:X:N", on stdout) is
+# counted per device; every other line is shown.
+grep -v '): /job:' "$rl_log" | grep -v '^[IW]0000' | tail -30
+echo "placement log lines per device: $(grep '): /job:' "$rl_log" | grep -o 'device:[A-Z]*:[0-9]*' | sort | uniq -c | tr '\n' ' ')"
+echo "CPU-placed op types in the placement log: $(grep '): /job:.*device:CPU' "$rl_log" | sed 's/.*: (\([A-Za-z0-9_]*\)): .*/\1/' | sort | uniq -c | sort -rn | head -15 | tr '\n' ' ')"
 rm -f "$rl_log"

@@ -33,7 +33,9 @@ def _maxrss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_one(cfg):
+def build(cfg):
+    """run(num): `num` meta-steps (a jitted step each, tasks drawn with NumPy); returns
+    the mean loss once the device is done."""
     import jax
     import jax.numpy as jnp
 
@@ -90,7 +92,6 @@ def run_one(cfg):
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     state = [params, zeros, zeros, jnp.zeros((), jnp.float32)]
-    rss_setup = _maxrss_mib()
 
     def run(num):
         losses = []
@@ -100,6 +101,14 @@ def run_one(cfg):
             losses.append(loss)
         return float(np.mean([float(v) for v in jax.block_until_ready(losses)]))
 
+    return run
+
+
+def run_one(cfg):
+    import jax
+
+    run = build(cfg)
+    rss_setup = _maxrss_mib()
     n, reps = cfg["steps"], cfg["reps"]
     start = time.perf_counter()
     run(n)

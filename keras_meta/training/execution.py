@@ -108,6 +108,11 @@ class FunctionCache:
             self._functions[cache_key] = tf.function(fn, jit_compile=jit, reduce_retracing=True)
         return self._functions[cache_key]
 
+    def tracing_counts(self):
+        """`{(key, jit, vectorize): times traced}` of the functions made so far: a function
+        traced more than once was retraced (tests/training/test_retracing.py)."""
+        return {k: f.experimental_get_tracing_count() for k, f in self._functions.items()}
+
 
 def mean_over_tasks(stacked, old):
     """The task mean of a floating non-trainable; other dtypes keep their old value."""
