@@ -61,8 +61,10 @@ def test_tf_gae_derivatives_match_finite_differences():
 
 
 def _learner(dtype="float32", **kwargs):
-    previous = keras.config.floatx()
+    # Both: another test may have set a global dtype policy, which wins over floatx.
+    previous, previous_policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
     try:
         keras.utils.set_random_seed(0)
         body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(2)])
@@ -73,6 +75,7 @@ def _learner(dtype="float32", **kwargs):
                                     **kwargs)
     finally:
         keras.config.set_floatx(previous)
+        keras.config.set_dtype_policy(previous_policy)
 
 
 def test_gamma_lambda_meta_gradients_match_float64_finite_differences():
