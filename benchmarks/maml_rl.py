@@ -25,6 +25,13 @@ navigation, vectorised Fisher-vector products, one graph for the CG solve and li
 search), `graph` (`GraphMetaIteration` over `GraphNavigation2D`: the whole iteration in one
 `tf.function`), and with `--fvp-subsample k` also
 `host`/`graph` with the FVPs on every k-th step.
+
+    python benchmarks/maml_rl.py --gpu-check   # benchmarks/gpu_check.sh's RL part
+
+prints the requested devices of the compiled meta-iteration's ops (graph and function
+bodies), whether any op lacks a GPU kernel or calls Python, runs one call with TensorFlow's
+device-placement log, then times in-graph vs host meta-iterations at the paper's size
+(`--meta-batch-size/--episodes/--horizon` shrink it for a dry run).
 """
 
 import argparse
@@ -75,9 +82,10 @@ def _speed_worker(path, iterations, fvp_subsample, tree):
     print(json.dumps({"path": path, "first": times[0], "times": times[1:], "module": rl.__file__}))
 
 
-def gpu_check(iterations):
+def gpu_check(iterations, tasks=20, episodes=20, horizon=100):
     """benchmarks/gpu_check.sh's RL part: where the ops of the compiled meta-iteration are
-    placed, then navigation meta-iterations/s in-graph vs host (paper size), default device."""
+    placed, then navigation meta-iterations/s in-graph vs host (default: the paper's size),
+    on the default device."""
     import collections
 
     import tensorflow as tf
@@ -85,6 +93,8 @@ def gpu_check(iterations):
     import keras_meta.rl as rl
     from keras_meta.rl.graph_iteration import GraphMetaIteration
 
+    # Only takes effect before TensorFlow's context starts: it logs the setup's eager ops too.
+    tf.debugging.set_log_device_placement(True)
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "rl"))
     from graph_audit import HOST_CALLBACKS, op_types, without_gpu_kernel
 
@@ -92,9 +102,9 @@ def gpu_check(iterations):
         keras.utils.set_random_seed(0)
         body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(100, activation="relu"),
                                  keras.layers.Dense(100, activation="relu"), keras.layers.Dense(2)])
-        return rl.MAMLRL(rl.GaussianPolicy(body, 2), rl.Navigation2D(), rescale_actions=True, seed=0)
+        return rl.MAMLRL(rl.GaussianPolicy(body, 2), rl.Navigation2D(horizon), rescale_actions=True, seed=0)
 
-    graph_step = GraphMetaIteration(learner(), rl.GraphNavigation2D(), 20, 20)
+    graph_step = GraphMetaIteration(learner(), rl.GraphNavigation2D(horizon), tasks, episodes)
     print(f"GPUs: {tf.config.list_logical_devices('GPU')}; GraphMetaIteration device: {graph_step.device}")
     concrete = graph_step.function.get_concrete_function()
     types = op_types(concrete)
@@ -105,22 +115,22 @@ def gpu_check(iterations):
     nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
     devices = collections.Counter(n.device or "(inherits its caller's)" for n in nodes)
     print("requested device of each op (graph + function bodies):", dict(devices))
-    tf.debugging.set_log_device_placement(True)
     t0 = time.perf_counter()
     graph_step()  # traces, then runs once with the placement log (stderr)
     tf.debugging.set_log_device_placement(False)
     print(f"first call (trace + compile + run): {time.perf_counter() - t0:.1f}s")
     host = learner()
-    host_step = lambda: host.fit(epochs=1, meta_batch_size=20, episodes_per_task=20, verbose=0)
-    host_step()
+    host_step = lambda: host.fit(epochs=1, meta_batch_size=tasks, episodes_per_task=episodes, verbose=0)
     for name, step in (("in-graph", graph_step), ("host", host_step)):
+        step()  # untimed: the host path traces, the graph re-instantiates without the placement log
         times = []
         for _ in range(iterations):
             t0 = time.perf_counter()
             step()
             times.append(time.perf_counter() - t0)
         med = statistics.median(times)
-        print(f"navigation meta-iteration (20 tasks x 20 episodes x 100 steps), {name}: median {med:.3f}s "
+        print(f"navigation meta-iteration ({tasks} tasks x {episodes} episodes x {horizon} steps), {name}: "
+              f"median {med:.3f}s "
               f"= {1 / med:.2f} meta-iterations/s over {iterations}")
 
 
@@ -147,7 +157,8 @@ def speed(args):
         print(f"{path} k={k}: first {result['first']:.1f}s, median {statistics.median(result['times']):.2f}s "
               f"({result['module']})", flush=True)
     base = statistics.median(rows[0][2]["times"])
-    print(f"\n| path | fvp_subsample | median s/iteration (range) | vs {rows[0][0]} | first call s | load avg (1 min) before/after |")
+    print(f"\n| path | fvp_subsample | median s/iteration (range) | vs {rows[0][0]} | first call s "
+          "| load avg (1 min) before/after |")
     print("| --- | --- | --- | --- | --- | --- |")
     for path, k, result, before, after in rows:
         med = statistics.median(result["times"])
@@ -162,7 +173,8 @@ def main():
     parser.add_argument("--gpu-check", action="store_true", help="benchmarks/gpu_check.sh's RL part")
     parser.add_argument("--baseline-tree", default=None, help="source tree of the code before the change (--speed)")
     parser.add_argument("--fvp-subsample", type=int, default=1, help="also time FVPs on every k-th step (--speed)")
-    parser.add_argument("--paths", default=None, help="comma-separated subset of the --speed paths as path:k, e.g. host:5,graph:5")
+    parser.add_argument("--paths", default=None,
+                        help="comma-separated subset of the --speed paths as path:k, e.g. host:5,graph:5")
     parser.add_argument("--env", default="navigation", choices=sorted(ENVS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--iterations", type=int, default=None)
@@ -186,7 +198,7 @@ def main():
     if args.speed_worker:
         return _speed_worker(args.speed_worker, args.iterations or 5, args.fvp_subsample, args.baseline_tree)
     if args.gpu_check:
-        return gpu_check(args.iterations or 3)
+        return gpu_check(args.iterations or 3, args.meta_batch_size or 20, args.episodes or 20, args.horizon or 100)
     if args.speed:
         args.iterations = args.iterations or 5
         return speed(args)

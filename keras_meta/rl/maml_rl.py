@@ -252,7 +252,8 @@ class MAMLRL(RLLearner):
         dist = self._dist_all(self._adapt_all(theta, batches), outer.observations)
         ratio = tf.exp(self.policy.log_prob_from_dist(dist, outer.actions)
                        - self.policy.log_prob_from_dist(old_dist, outer.actions))
-        objective = ppo.clipped_surrogate(ratio, outer.advantages, self.clip_ratio) if clip else ratio * outer.advantages
+        objective = (ppo.clipped_surrogate(ratio, outer.advantages, self.clip_ratio) if clip
+                     else ratio * outer.advantages)
         return (-tf.reduce_mean(self._task_means(objective, outer.masks)),
                 tf.reduce_mean(self._task_means(self.policy.kl_from_dist(old_dist, dist), outer.masks)))
 
