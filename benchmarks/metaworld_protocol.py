@@ -54,9 +54,13 @@ def main():
     else:
         env = MetaWorldML1(args.benchmark, "train", horizon=args.horizon, seed=args.seed)
     eval_envs = metaworld_eval_envs(args.benchmark, args.eval_envs, args.horizon, args.seed, recurrent=True)
-    print(f"{args.benchmark}: train tasks and test envs built in {time.perf_counter() - start:.0f} s")
+    print(f"{args.benchmark}: train tasks and test envs built in {time.perf_counter() - start:.0f} s", flush=True)
 
-    rows = []
+    print(f"horizon {args.horizon}, {args.iterations} iterations x meta-batch {args.meta_batch_size}, "
+          f"{args.episodes} episodes; evaluation: {args.eval_envs} test envs, {args.num_evals} round(s), "
+          f"{args.adaptation_episodes} adaptation + {args.evaluation_episodes} evaluated episodes")
+    print("| learner | train (s) | evaluate (s) | success rate | mean return | success per skill |")
+    print("| --- | --- | --- | --- | --- | --- |", flush=True)
     for name, (learner, fit_kwargs) in _learners(env, args).items():
         start = time.perf_counter()
         learner.fit(epochs=1, steps_per_epoch=args.iterations, meta_batch_size=args.meta_batch_size, verbose=0,
@@ -66,15 +70,9 @@ def main():
         success, mean_return, per_task = metalearning_evaluation(
             MetaWorldAgent(learner, seed=args.seed), eval_envs, num_evals=args.num_evals,
             adaptation_episodes=args.adaptation_episodes, evaluation_episodes=args.evaluation_episodes)
-        rows.append((name, train, time.perf_counter() - start, success, mean_return, per_task))
-    print(f"horizon {args.horizon}, {args.iterations} iterations x meta-batch {args.meta_batch_size}, "
-          f"{args.episodes} episodes; evaluation: {args.eval_envs} test envs, {args.num_evals} round(s), "
-          f"{args.adaptation_episodes} adaptation + {args.evaluation_episodes} evaluated episodes")
-    print("| learner | train (s) | evaluate (s) | success rate | mean return | success per skill |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, train, evaluate, success, mean_return, per_task in rows:
         skills = ", ".join(f"{k} {v:.2f}" for k, v in sorted(per_task.items()))
-        print(f"| {name} | {train:.0f} | {evaluate:.0f} | {success:.3f} | {mean_return:.1f} | {skills} |")
+        print(f"| {name} | {train:.0f} | {time.perf_counter() - start:.0f} | {success:.3f} | {mean_return:.1f} "
+              f"| {skills} |", flush=True)
 
 
 if __name__ == "__main__":
