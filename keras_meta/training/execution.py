@@ -6,6 +6,8 @@ A meta-step maps a per-task function over the tasks of a meta-batch, either in a
 XLA.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -90,6 +92,30 @@ def summary(jit_request, vectorize_request, model, sampler, steps_per_execution,
         lines.append(f"{steps_per_execution} meta-step(s) per call, each "
                      + ("an XLA-compiled update" if jit else "a TensorFlow graph"))
     return "; ".join(lines)
+
+
+@contextlib.contextmanager
+def generic_recurrent_kernels(model):
+    """Within the block, the model's LSTM/GRU layers run Keras's generic kernel, not cuDNN.
+
+    Keras 3's LSTM/GRU try the fused cuDNN kernel (`keras.backend.lstm`/`gru`) whenever
+    `layer.use_cudnn` is "auto" or True and a GPU is visible; that kernel has no second
+    derivative (DESIGN.md §5), so a second-order meta-gradient through it fails on GPU.
+    `use_cudnn` is read when the layer is called, so setting it to False while the
+    meta-step is traced makes the traced graph use the generic loop; the layers get their
+    own setting back afterwards (adaptation and inference outside the meta-gradient may
+    still use cuDNN, which first derivatives support).
+    """
+    layers = [layer for layer in _compat.flatten_layers(model)
+              if isinstance(layer, (keras.layers.LSTM, keras.layers.GRU))]
+    saved = [layer.use_cudnn for layer in layers]
+    for layer in layers:
+        layer.use_cudnn = False
+    try:
+        yield
+    finally:
+        for layer, value in zip(layers, saved):
+            layer.use_cudnn = value
 
 
 class FunctionCache:

@@ -393,7 +393,7 @@ class MetaTrainer(keras.Model):
 
     def _meta_gradients(self, batch):
         """Mean meta-gradient over the tasks of `batch` and what the metrics need."""
-        with exact_batch_statistics():
+        with exact_batch_statistics(), execution.generic_recurrent_kernels(self.model):
             if self.vectorize:
                 return self._meta_gradients_vectorized(batch)
             return self._meta_gradients_loop(batch)
