@@ -15,6 +15,7 @@ import pytest
 
 import record
 from keras_meta.evaluation import t_quantile
+from keras_meta.tasks import graph
 from learner_table import LEARNERS
 
 GOLDEN = np.load(record.GOLDEN)
@@ -45,7 +46,12 @@ def _compare(prefix, arrays):
 @pytest.mark.parametrize("name, mode, batch_norm", [
     pytest.param(*case, marks=() if case[1] in FAST_MODES else pytest.mark.slow)
     for case in CASES])
-def test_supervised_learner_matches_golden(name, mode, batch_norm):
+def test_supervised_learner_matches_golden(name, mode, batch_norm, monkeypatch):
+    # Recorded with the C++ sampler. Sinusoid tasks are now drawn by its TF-op twin, bit
+    # for bit the same tasks (tests/tasks/test_graph_sampler.py), but a different graph
+    # rounds differently: ~1e-6 relative after the BatchNorm model's second-order step.
+    # The learners' arithmetic is compared here, on the sampler it was recorded with.
+    monkeypatch.setattr(graph, "graph_sampler", lambda tasks: None)
     prefix = f"{'maml_bn' if batch_norm else name}/{mode}"
     _compare(prefix, record.supervised(name, mode, batch_norm))
 
