@@ -44,6 +44,18 @@ def weights_of(learner):
     return [v.numpy() for v in learner.weights]
 
 
+def reloaded(learner, directory):
+    """`learner` saved to a `.keras` file in `directory` and loaded back, checked to be
+    of the same class with the same weights."""
+    path = directory / "learner.keras"
+    learner.save(path)
+    restored = keras.saving.load_model(path)
+    assert type(restored) is type(learner)
+    for a, b in zip(weights_of(restored), weights_of(learner), strict=True):
+        np.testing.assert_array_equal(a, b)
+    return restored
+
+
 def assert_modes_agree(results, untrained_weights):
     """Each mode's weights and loss history equal the task loop's ("function"), and
     training moved the weights away from `untrained_weights`."""

@@ -13,7 +13,7 @@ import keras_meta as km
 from keras_meta.tasks import TaskBatch
 from keras_meta.training import sources
 
-from learner_table import LEARNERS, MODES, assert_modes_agree, mlp, weights_of
+from learner_table import LEARNERS, MODES, assert_modes_agree, mlp, reloaded, weights_of
 
 TASKS = km.tasks.Sinusoid(shots=5, queries=5)
 
@@ -227,12 +227,7 @@ def test_evaluate_reports_every_requested_step():
 @pytest.mark.parametrize("name", LEARNERS)
 def test_keras_file_round_trip(name, tmp_path):
     learner, _ = trained(name)
-    path = tmp_path / "learner.keras"
-    learner.save(path)
-    restored = keras.saving.load_model(path)
-    assert type(restored) is type(learner)
-    for a, b in zip(weights_of(restored), weights_of(learner)):
-        np.testing.assert_array_equal(a, b)
+    restored = reloaded(learner, tmp_path)
     for a, b in zip(restored.optimizer.variables, learner.optimizer.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     batch = TASKS.sample(2, 99)

@@ -13,7 +13,7 @@ import keras_meta as km
 from keras_meta.tasks import TaskBatch
 
 from learner_table import (MODES, SEQUENCE_LEARNERS, GaussianPrototypes, assert_modes_agree,
-                           dense_embedding, weights_of)
+                           dense_embedding, reloaded, weights_of)
 from test_meta_gradients import flat_weights, query_objective
 from test_protonet import meta_gradient
 
@@ -59,12 +59,7 @@ def test_execution_modes_agree(name, modes):
 @pytest.mark.parametrize("name", SEQUENCE_LEARNERS)
 def test_keras_round_trip_adapt_evaluate_and_export(name, tmp_path):
     learner, _ = trained(name)
-    path = tmp_path / "learner.keras"
-    learner.save(path)
-    restored = keras.saving.load_model(path)
-    assert type(restored) is type(learner)
-    for a, b in zip(weights_of(restored), weights_of(learner), strict=True):
-        np.testing.assert_array_equal(a, b)
+    restored = reloaded(learner, tmp_path)
     sx, sy, qx, qy = (v[0] for v in TASKS.sample(1, 9))
     adapted = learner.adapt(sx, sy)
     expected = adapted.predict(qx, verbose=0)
