@@ -86,16 +86,21 @@ def is_graph_model(model):
 
 
 def gradient_kernels():
-    """`{(module, name)}` of the generated ops that TensorFlow's registered gradients call
-    and the adaptive TFLite export traces with built-in ops instead:
-    `gen_array_ops.broadcast_gradient_args` (`math_grad.SmartBroadcastGradientArgs`) and
-    `gen_nn_ops.relu_grad` (`nn_grad._ReluGrad`)."""
+    """`{(module, name)}` of the generated ops that TensorFlow's registered gradients and
+    losses call and the adaptive exports trace with built-in TFLite ops instead:
+    `gen_array_ops.broadcast_gradient_args` (`math_grad.SmartBroadcastGradientArgs`),
+    `gen_nn_ops.relu_grad` (`nn_grad._ReluGrad`), `gen_nn_ops.conv2d_backprop_filter`
+    (`nn_grad._Conv2DGrad`) and `gen_nn_ops.(sparse_)softmax_cross_entropy_with_logits`
+    (`nn_ops`, under `tf.nn.(sparse_)softmax_cross_entropy_with_logits`)."""
     try:
-        from tensorflow.python.ops import gen_array_ops, gen_nn_ops, math_grad, nn_grad
+        from tensorflow.python.ops import gen_array_ops, gen_nn_ops, math_grad, nn_grad, nn_ops
     except ImportError:
         raise _missing("tensorflow.python.ops.gen_array_ops/gen_nn_ops") from None
     kernels = {(gen_array_ops, "broadcast_gradient_args", math_grad, "gen_array_ops"),
-               (gen_nn_ops, "relu_grad", nn_grad, "gen_nn_ops")}
+               (gen_nn_ops, "relu_grad", nn_grad, "gen_nn_ops"),
+               (gen_nn_ops, "conv2d_backprop_filter", nn_grad, "gen_nn_ops"),
+               (gen_nn_ops, "softmax_cross_entropy_with_logits", nn_ops, "gen_nn_ops"),
+               (gen_nn_ops, "sparse_softmax_cross_entropy_with_logits", nn_ops, "gen_nn_ops")}
     for module, name, caller, alias in kernels:
         if not callable(getattr(module, name, None)) or getattr(caller, alias, None) is not module:
             raise _missing(f"{module.__name__}.{name}, called by {caller.__name__}")

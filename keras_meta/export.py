@@ -8,6 +8,7 @@ every learner that implements the protocol exports with no code of its own.
 """
 
 import contextlib
+import functools
 import tempfile
 
 import numpy as np
@@ -93,32 +94,119 @@ def _relu_grad(gradients, features, name=None):
     return tf.where(features > 0, gradients, tf.zeros_like(gradients))
 
 
-_BUILTIN_KERNELS = {"broadcast_gradient_args": _broadcast_gradient_args,
-                    "relu_grad": _relu_grad}
+def _static_filter_shape(filter_sizes):
+    """The `[kh, kw, in, out]` that `filter_sizes` holds, if known when tracing.
+
+    `_Conv2DGrad` passes the filter's `ShapeN` output, which constant folding does not
+    reach: its static shape is read from the filter itself.
+    """
+    value = tf.get_static_value(filter_sizes)
+    if value is None and getattr(filter_sizes, "op", None) is not None and (
+            filter_sizes.op.type == "ShapeN"):
+        value = filter_sizes.op.inputs[filter_sizes.value_index].shape.as_list()
+    return None if value is None or None in list(value) else [int(v) for v in value]
+
+
+def _conv2d_backprop_filter(input, filter_sizes, out_backprop, strides, padding,
+                            use_cudnn_on_gpu=True, explicit_paddings=(), data_format="NHWC",
+                            dilations=(1, 1, 1, 1), name=None, original=None):
+    """`Conv2DBackpropFilter` from TFLite built-in ops, for NHWC inputs of known height and
+    width, `"SAME"`/`"VALID"` padding, any strides and no dilation (other cases go to
+    `original`, TensorFlow's op):
+
+    `dW[i, j, c, o] = sum_{n, h, w} x_pad[n, h * s_h + i, w * s_w + j, c] * dy[n, h, w, o]`,
+    one strided slice of the padded input per filter tap, stacked on the channel axis
+    (`[n, h, w, kh * kw * in]`), times `dy` in one matrix product: the same sums as
+    TensorFlow's kernel, in another order (float rounding only).
+    """
+    shape = _static_filter_shape(filter_sizes)
+    spatial = input.shape[1:3].as_list() + out_backprop.shape[1:3].as_list()
+    if (data_format not in ("NHWC", b"NHWC") or padding not in ("SAME", "VALID", b"SAME", b"VALID")
+            or list(dilations) != [1, 1, 1, 1] or shape is None or None in spatial):
+        return original(input, filter_sizes, out_backprop, strides, padding,
+                        use_cudnn_on_gpu=use_cudnn_on_gpu, explicit_paddings=explicit_paddings,
+                        data_format=data_format, dilations=dilations, name=name)
+    kh, kw, channels, filters = shape
+    height, width, out_h, out_w = spatial
+    stride_h, stride_w = strides[1], strides[2]
+    if padding in ("SAME", b"SAME"):
+        # TensorFlow's SAME padding: the odd pixel goes after.
+        pad_h = max((out_h - 1) * stride_h + kh - height, 0)
+        pad_w = max((out_w - 1) * stride_w + kw - width, 0)
+        input = tf.pad(input, [[0, 0], [pad_h // 2, pad_h - pad_h // 2],
+                               [pad_w // 2, pad_w - pad_w // 2], [0, 0]])
+    taps = [input[:, i:i + (out_h - 1) * stride_h + 1:stride_h,
+                  j:j + (out_w - 1) * stride_w + 1:stride_w, :]
+            for i in range(kh) for j in range(kw)]
+    patches = tf.reshape(tf.concat(taps, -1), [-1, kh * kw * channels])
+    grad = tf.matmul(patches, tf.reshape(out_backprop, [-1, filters]), transpose_a=True)
+    return tf.reshape(grad, shape)
+
+
+def _softmax_cross_entropy_with_logits(features, labels, name=None):
+    """`SoftmaxCrossEntropyWithLogits` from TFLite built-in ops: `(loss, backprop)`,
+    `-sum(labels * log_softmax(features))` and `softmax(features) - labels`."""
+    del name
+    log_p = tf.nn.log_softmax(features)
+    return -tf.reduce_sum(labels * log_p, -1), tf.exp(log_p) - labels
+
+
+def _sparse_softmax_cross_entropy_with_logits(features, labels, name=None):
+    """`SparseSoftmaxCrossEntropyWithLogits` from TFLite built-in ops, over one-hot labels
+    (a label outside `[0, classes)` is an all-zero row: a zero loss, where TensorFlow's
+    CPU kernel raises)."""
+    return _softmax_cross_entropy_with_logits(
+        features, tf.one_hot(labels, tf.shape(features)[-1], dtype=features.dtype), name)
+
+
+# The TensorFlow ops only a TFLite export traces from built-in ones.
+_TFLITE_TRACED = ("Conv2DBackpropFilter", "SoftmaxCrossEntropyWithLogits")
+
+# By the name of the TensorFlow op function they replace: whether the replacement has the
+# same values (else only rounding differs, and only the TFLite export uses it), and a
+# factory of the replacement from the original.
+_BUILTIN_KERNELS = {
+    "broadcast_gradient_args": (True, lambda original: _broadcast_gradient_args),
+    "relu_grad": (True, lambda original: _relu_grad),
+    "conv2d_backprop_filter": (
+        False, lambda original: functools.partial(_conv2d_backprop_filter, original=original)),
+    "softmax_cross_entropy_with_logits": (
+        False, lambda original: _softmax_cross_entropy_with_logits),
+    "sparse_softmax_cross_entropy_with_logits": (
+        False, lambda original: _sparse_softmax_cross_entropy_with_logits),
+}
 
 
 @contextlib.contextmanager
-def _builtin_gradients():
-    """Gradients traced without the TensorFlow ops that TFLite has no built-in kernel for.
+def _builtin_gradients(exact_only=True):
+    """Gradients and losses traced without TensorFlow ops that TFLite has no built-in
+    kernel for.
 
     `tf.lite.Interpreter` of the `tensorflow` package links no TensorFlow (Flex) kernels.
-    Two ops of the inner loop's gradients have none: `BroadcastGradientArgs` (where both
-    operands of a broadcasting op have a free shots axis, TensorFlow asks it for the
-    reduction axes at run time) and `ReluGrad`. While the export traces, the registered
-    gradients build them from built-in ops instead, with the same values.
+    Ops of the inner loop and its gradients that have none: `BroadcastGradientArgs` (where
+    both operands of a broadcasting op have a free shots axis, TensorFlow asks it for the
+    reduction axes at run time), `ReluGrad`, a convolution's filter gradient
+    `Conv2DBackpropFilter` and the (sparse) softmax cross-entropy losses. While the export
+    traces, the registered gradients and `tf.nn` losses build them from built-in ops
+    instead: with the same values for the first two, and, only when `exact_only` is False
+    (the TFLite export), the same sums in another order for the others.
+
+    Args:
+        exact_only: Replace only the ops whose replacements have the same values.
     """
-    kernels = _compat.gradient_kernels()
+    kernels = [(module, name) for module, name in _compat.gradient_kernels()
+               if _BUILTIN_KERNELS[name][0] or not exact_only]
     originals = {(module, name): getattr(module, name) for module, name in kernels}
     try:
-        for module, name in kernels:
-            setattr(module, name, _BUILTIN_KERNELS[name])
+        for (module, name), original in originals.items():
+            setattr(module, name, _BUILTIN_KERNELS[name][1](original))
         yield
     finally:
         for (module, name), original in originals.items():
             setattr(module, name, original)
 
 
-def adaptive_module(learner, support_y_spec, steps=None, max_steps=None):
+def adaptive_module(learner, support_y_spec, steps=None, max_steps=None, for_tflite=False):
     """A `tf.Module` holding `learner`'s variables, with its adaptation as `tf.function`s.
 
     The module tracks the `tf.Variable`s behind the model's weights, the learner's
@@ -135,6 +223,9 @@ def adaptive_module(learner, support_y_spec, steps=None, max_steps=None):
             None).
         max_steps: The most steps the `steps` argument may ask for (`steps` when None);
             only for learners with `adapt_state_upto` (a step count at run time).
+        for_tflite: Also trace convolution filter gradients and softmax cross-entropies
+            from built-in TFLite ops (the same sums in another order; `_builtin_gradients`).
+            Otherwise the functions run the very ops of in-Python adaptation.
 
     Returns:
         `(module, signatures)`: the module and its concrete functions by signature name.
@@ -208,7 +299,7 @@ def adaptive_module(learner, support_y_spec, steps=None, max_steps=None):
                                        {"steps": tf.constant(steps)} if dynamic else {}))
         return signatures["serve"](x=x, **state)
 
-    with exact_batch_statistics(), _builtin_gradients():
+    with exact_batch_statistics(), _builtin_gradients(exact_only=not for_tflite):
         module.adapt = tf.function(adapt)
         signatures = {"adapt": module.adapt.get_concrete_function(support_x, support_y,
                                                                   *step_spec)}
@@ -276,7 +367,8 @@ def export_adaptive(learner, path, support_y_spec, steps=None, max_steps=None,
     if format not in ("saved_model", "tflite"):
         raise ValueError("Expected `format` to be 'saved_model' or 'tflite'. Received: "
                          f"format={format!r}")
-    module, signatures = adaptive_module(learner, support_y_spec, steps, max_steps)
+    module, signatures = adaptive_module(learner, support_y_spec, steps, max_steps,
+                                         for_tflite=format == "tflite")
     if format == "tflite":
         with tempfile.TemporaryDirectory() as saved_model:
             with exact_batch_statistics():
@@ -292,14 +384,20 @@ def to_tflite(saved_model_dir, path, select_tf_ops=False):
     """Converts an adaptive SavedModel's signatures to one TFLite model file.
 
     Built-in TFLite ops only by default: `tf.lite.Interpreter` of the `tensorflow`
-    package (2.21) links no TensorFlow (Flex) kernels, and every op of the exported inner
-    loop of a dense model with a regression loss, its gradients included, converts to a
-    built-in one (`export_adaptive` traces the gradients without `BroadcastGradientArgs`
-    and `ReluGrad`, which would not). A
-    model with an op that has no built-in kernel (a convolution's filter gradient, a
-    sparse softmax cross-entropy) is refused, naming it, unless
-    `select_tf_ops=True` (for a runtime that links the Flex delegate). Run a signature
-    with `tf.lite.Interpreter(model_path=path).get_signature_runner("adapt_and_serve")`.
+    package (2.21) links no TensorFlow (Flex) kernels. The exported inner loop converts to
+    built-in ops for dense and convolutional models (`Conv2D` with `"same"`/`"valid"`
+    padding, any strides, no dilation; ReLU, tanh, BatchNormalization, Flatten, Dense)
+    with an MSE or (sparse) softmax cross-entropy loss: `export_adaptive` traces the
+    gradient ops without a built-in kernel from built-in ones (`BroadcastGradientArgs`,
+    `ReluGrad`, and, with `format="tflite"`, a convolution's filter gradient as strided
+    slices and one matrix product and the softmax cross-entropies from `log_softmax`; a
+    convolution's input gradient is TFLite's `TRANSPOSE_CONV`). A SavedModel written with
+    `format="saved_model"` keeps TensorFlow's filter-gradient and cross-entropy kernels
+    (the ops of in-Python adaptation), so converting it here is refused for such a model.
+    An op that has no built-in kernel (e.g. max pooling's gradient `MaxPoolGrad`, a dilated
+    convolution's filter gradient) is refused, naming it, unless `select_tf_ops=True` (for
+    a runtime that links the Flex delegate). Run a signature with
+    `tf.lite.Interpreter(model_path=path).get_signature_runner("adapt_and_serve")`.
     The run-time checks on `steps` are dropped by the converter: a `steps` above
     `max_steps` takes `max_steps` steps.
 
@@ -334,9 +432,12 @@ def to_tflite(saved_model_dir, path, select_tf_ops=False):
         try:
             flat = converter.convert()
         except Exception as error:  # The converter raises its own ConverterError.
+            hint = ("" if select_tf_ops or not any(op in str(error) for op in _TFLITE_TRACED)
+                    else " (a SavedModel export keeps TensorFlow's kernel for it: export with "
+                    "`export_adaptive(..., format='tflite')` to trace it from built-in ops)")
             raise ValueError(
                 "Expected an adaptive SavedModel whose ops TFLite supports (built-in ops"
-                f"{'' if select_tf_ops else ' only; select_tf_ops=False'}). Received: "
+                f"{'' if select_tf_ops else ' only; select_tf_ops=False'}){hint}. Received: "
                 f"saved_model_dir={str(saved_model_dir)!r}, which fails with: {error}"
             ) from error
     with open(path, "wb") as f:
