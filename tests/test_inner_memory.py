@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import keras_meta as km
 from keras_meta import inner
-from keras_meta.inner import memory
+from keras_meta.inner import loop, memory
 from learner_table import LEARNERS, MODES, mlp, weights_of
 
 ALPHA, STEPS = 0.05, 4
@@ -63,6 +63,38 @@ def _closed_form(exact_steps):
 def test_meta_gradient_matches_the_closed_form(options, exact_steps):
     np.testing.assert_allclose(_meta_gradient(**options), _closed_form(exact_steps),
                                rtol=1e-10, atol=1e-12)
+
+
+def _ancestors(tensor):
+    seen, stack = set(), [tensor.op]
+    while stack:
+        op = stack.pop()
+        if op not in seen:
+            seen.add(op)
+            stack.extend([t.op for t in op.inputs] + list(op.control_inputs))
+    return seen
+
+
+def test_recomputation_in_a_graph_waits_for_the_incoming_gradient():
+    # Without a data dependency on the gradient that reaches the step, the executor runs
+    # the recomputation during the forward pass (or grappler merges it with the forward
+    # step) and every step's activations are kept after all: no memory is saved.
+    @tf.function
+    def step(w, upstream):
+        with tf.GradientTape() as tape:
+            tape.watch(w)
+            out = loop._recomputed(lambda v: [2.0 * tf.tanh(v)], [w])[0]
+        return out, tape.gradient(out, w, output_gradients=upstream)
+
+    spec = tf.TensorSpec([3], tf.float32)
+    graph = step.get_concrete_function(spec, spec).graph
+    forward = _ancestors(graph.outputs[0])
+    recomputed = [op for op in graph.get_operations()
+                  if op.type == "Tanh" and op not in forward]
+    assert recomputed
+    upstream = graph.inputs[1].op
+    for op in recomputed:
+        assert upstream in _ancestors(op.outputs[0])
 
 
 def _fit(name, mode, second_order_mode, batch_norm=False):

@@ -50,6 +50,20 @@ def held(tensors, first_order):
     return [k * t + (1 - k) * tf.stop_gradient(t) for k, t in zip(keep, tensors)]
 
 
+def _after_upstream(tensors, upstream):
+    """`tensors` plus a zero computed from `upstream`: available only once it is.
+
+    As `tf.recompute_grad` does: a control dependency would not do, XLA ignores those, and
+    the zero is a `where` on one element, which grappler cannot fold away.
+    """
+    first = next((u for u in upstream if u is not None and u.dtype.is_floating), None)
+    if first is None:
+        return list(tensors)
+    element = tf.cast(tf.reduce_max(tf.reshape(first, [-1])[:1]), tf.bool)
+    zero = tf.where(tf.equal(element, element), 0.0, float("nan"))
+    return [t + tf.cast(zero, t.dtype) if t.dtype.is_floating else t for t in tensors]
+
+
 def _recomputed(take, inputs):
     """`take(*inputs)` whose activations the outer gradient recomputes instead of keeping.
 
@@ -57,6 +71,11 @@ def _recomputed(take, inputs):
     also reads tensors it closes over (learned rates, ANIL's fixed body, MAML++'s
     BatchNormalization weights). Tracing the step once finds them (the concrete function's
     captured inputs), so they become arguments and get their gradients too.
+
+    In a graph the recomputation reads its inputs through `_after_upstream`: without a data
+    dependency on the incoming gradient TensorFlow's executor runs it as soon as the step's
+    inputs exist, during the forward pass, and grappler may merge it with the forward
+    step, so every step's activations would be kept until the outer gradient after all.
     """
     captured = [t for t in tf.function(take).get_concrete_function(*inputs).captured_inputs
                 if t.dtype.is_floating]
@@ -70,7 +89,7 @@ def _recomputed(take, inputs):
             floating = [a for a in args if a.dtype.is_floating]
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(floating)
-                again = take(*args[:count])
+                again = take(*_after_upstream(args[:count], upstream))
             pairs = [(o, tf.zeros_like(o) if u is None else u)
                      for o, u in zip(again, upstream) if o.dtype.is_floating]
             grads = iter(tape.gradient([o for o, _ in pairs], floating + list(variables or ()),
