@@ -11,6 +11,7 @@ from keras_meta import _lazy
 
 # Public name -> the module of this package that defines it.
 _NAMES = {
+    "AdaptationSession": "adaptation",
     "AntDir": "envs",
     "BatchedNavigation2D": "envs",
     "BernoulliBandit": "envs",

@@ -11,7 +11,7 @@ from gymnasium import spaces
 from keras_meta import _core
 from keras_meta._validation import check_positive_int, check_seed, check_steps
 from keras_meta.rl.buffer import RolloutBuffer
-from keras_meta.rl.envs import vector_task_env
+from keras_meta.rl.envs import _find_attr, vector_task_env
 
 
 def _positive_int(value, name):
@@ -97,11 +97,21 @@ class RLLearner:
 
     A subclass sets `policy`, `optimizer`, `seed`, `env`, `horizon`, `_venvs` (a dict)
     and `training_state` (a `TrainingState`), its vector envs' `_autoreset_mode`, calls
-    `_set_action_mapping` and implements `_assign_tasks(venv, tasks)` and
-    `train_step(tasks, ...)`.
+    `_set_action_mapping` and implements `train_step(tasks, ...)` and
+    `_adaptation_session(num_envs, next_seed)`; it may override `_assign_tasks(venv,
+    tasks)` (e.g. to check each task's spaces).
     """
 
     _autoreset_mode = None
+
+    @staticmethod
+    def _assign_tasks(venv, tasks):
+        """Gives row `i` of the vector env `venv` the task `tasks[i]`."""
+        if hasattr(venv, "set_tasks"):
+            venv.set_tasks(tasks)
+        else:
+            for sub, task in zip(venv.envs, tasks):
+                _find_attr(sub, "set_task")(task)
 
     def _vector_env(self, env, n):
         key = (id(env), n)
@@ -192,14 +202,26 @@ class RLLearner:
         self._action_high = None if discrete else action_space.high
 
     def env_actions(self, actions):
-        """What the env receives for policy actions `actions` (NumPy, `[..., action_dim]`).
+        """What the env receives for policy actions `actions` (`[..., action_dim]`).
 
         Discrete actions pass unchanged. Continuous ones are clipped to the env's bounds, or
         with `rescale_actions` clipped to [-1, 1] and mapped onto the bounds,
         `low + (a + 1) (high - low) / 2`.
+
+        Args:
+            actions: NumPy actions (host envs), or a tensor (in-graph envs, where the
+                mapping runs as TF ops inside the caller's graph).
+
+        Returns:
+            The env's actions, NumPy or a tensor like `actions`.
         """
         if self._action_low is None:
             return actions
+        if tf.is_tensor(actions):
+            low, high = (tf.constant(b, actions.dtype) for b in (self._action_low, self._action_high))
+            if self.rescale_actions:
+                return low + (tf.clip_by_value(actions, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
+            return tf.clip_by_value(actions, low, high)
         low, high = self._action_low, self._action_high
         if self.rescale_actions:
             return (low + (np.clip(actions, -1.0, 1.0) + 1.0) * 0.5 * (high - low)).astype(actions.dtype)
@@ -231,6 +253,39 @@ class RLLearner:
             if done:
                 break
         return total, success
+
+    def adaptation_session(self, num_envs, next_seed):
+        """How this learner adapts to `num_envs` tasks whose envs an outside loop steps.
+
+        The hook of interactive evaluation protocols (`keras_meta.rl.MetaWorldAgent`, for
+        Meta-World's own `metalearning_evaluation`): a fresh session for a new batch of
+        tasks, one per row of the vector env, which takes the protocol's actions,
+        adaptation steps, adaptation calls and episode ends (see
+        `keras_meta.rl.adaptation`). `MAMLRL` adapts a policy per row by policy-gradient
+        steps, `RL2` in its recurrent memory, `MetaGradientPG` not at all.
+
+        Args:
+            num_envs: Rows (tasks) of the vector env.
+            next_seed: Function of no arguments returning the next stateless sampling
+                seed, an int64 tensor `[2]` (the caller's stream, so each session draws
+                fresh seeds).
+
+        Returns:
+            A `keras_meta.rl.AdaptationSession`.
+
+        Raises:
+            ValueError, TypeError: For a `num_envs` that is not a positive integer, or a
+                `next_seed` that is not callable.
+        """
+        num_envs = check_positive_int(num_envs, "num_envs")
+        if not callable(next_seed):
+            raise TypeError("Expected `next_seed` to be a function of no arguments returning an int64 [2] seed. "
+                            f"Received: next_seed of type {type(next_seed).__name__}")
+        return self._adaptation_session(num_envs, next_seed)
+
+    def _adaptation_session(self, num_envs, next_seed):
+        """The learner's `AdaptationSession` for checked arguments (see `adaptation_session`)."""
+        raise NotImplementedError
 
     @property
     def iteration(self):

@@ -62,16 +62,6 @@ def step_seed(run_seed, iteration, phase):
     return tf.random.stateless_uniform([], pair, 0, 2**31 - 1, dtype=tf.int64)
 
 
-def env_actions_tf(learner, actions):
-    """`learner.env_actions` as TF ops: what the env receives for policy actions."""
-    if learner._action_low is None:
-        return actions
-    low, high = (tf.constant(b, actions.dtype) for b in (learner._action_low, learner._action_high))
-    if learner.rescale_actions:
-        return low + (tf.clip_by_value(actions, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
-    return tf.clip_by_value(actions, low, high)
-
-
 def collect(learner, env, stacked, tasks, episodes, seed, deterministic=False):
     """One episode per `[task, env]` row of an in-graph env with per-task weights `stacked`.
 
@@ -102,8 +92,8 @@ def collect(learner, env, stacked, tasks, episodes, seed, deterministic=False):
 
     def body(h, state, obs, alive, arrays):
         flat_obs = tf.reshape(obs, [obs.shape[0], obs.shape[1], -1])
-        actions = learner._act(stacked, flat_obs, tf.stack([seed, tf.cast(h, tf.int64)]), deterministic)
-        env_actions = env_actions_tf(learner, actions)
+        actions = learner.act(stacked, flat_obs, tf.stack([seed, tf.cast(h, tf.int64)]), deterministic)
+        env_actions = learner.env_actions(actions)
         state, nxt, reward, terminated, truncated = env.step(state, env_actions)
         # A row records its first episode only (one episode per row), as the host path.
         values = (obs, nxt, actions, reward, terminated, truncated & ~terminated, tf.cast(alive, tf.float32))
@@ -154,7 +144,7 @@ def inner_step(learner, theta, batches):
 
     Differentiable in `theta` (second order unless the learner is first-order).
     """
-    return learner._adapt_all(theta, batches)
+    return learner.adapt_tasks(theta, batches)
 
 
 def outer_step(learner, theta, batches, outer, old_dist=None):
@@ -168,11 +158,11 @@ def outer_step(learner, theta, batches, outer, old_dist=None):
         `(new_theta, accepted, logs)`; TRPO's `new_theta` is not yet assigned.
     """
     if old_dist is None:
-        old_dist = learner._dist_all(tf.stop_gradient(inner_step(learner, theta, batches)), outer.observations)
+        old_dist = learner.dist_params(tf.stop_gradient(inner_step(learner, theta, batches)), outer.observations)
     if learner.outer == "trpo":
         return learner.trpo_update(theta, batches, outer, old_dist)
     for _ in range(learner.ppo_epochs):
-        loss, kl = learner._ppo_step(batches, outer, old_dist)
+        loss, kl = learner.ppo_update(batches, outer, old_dist)
     return learner.policy.weights_list(), tf.constant(True), {"loss": loss, "kl": kl}
 
 
@@ -248,7 +238,7 @@ def meta_iteration(learner, env, tasks, seeds, episodes):
         A dict of float32 scalar logs: `pre_return`, `post_return` and the outer step's logs.
     """
     theta = learner.policy.weights_list()
-    stacked = learner._tile(theta, tasks.shape[0])
+    stacked = learner.stack_weights(theta, tasks.shape[0])
     batches, logs = [], {}
     for k in range(learner.inner_steps):
         rollout = collect(learner, env, stacked, tasks, episodes, seeds[k])
@@ -260,7 +250,7 @@ def meta_iteration(learner, env, tasks, seeds, episodes):
     logs["post_return" if learner.inner_steps else "pre_return"] = tf.reduce_mean(episode_returns(rollout))
     outer = process(learner, rollout)
     candidate, accepted, step_logs = outer_step(learner, theta, batches, outer,
-                                                learner._dist_all(stacked, outer.observations))
+                                                learner.dist_params(stacked, outer.observations))
     if learner.outer == "trpo":
         def assign():
             for variable, value in zip(learner.policy.trainable_variables, candidate):

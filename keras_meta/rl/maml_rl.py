@@ -12,6 +12,7 @@ from keras_meta import inner, ops
 from keras_meta.ops.finite import apply_if_finite
 from keras_meta._validation import check_learning_rate, check_positive_int, check_seed, check_steps
 from keras_meta.rl._loop import RLLearner, TrainingState, check_evaluation, check_tasks
+from keras_meta.rl.adaptation import PolicySession
 from keras_meta.rl.buffer import standardize_advantages
 from keras_meta.rl.envs import _find_attr, as_task_env
 from keras_meta.rl.objectives import ppo, trpo
@@ -171,7 +172,7 @@ class MAMLRL(RLLearner):
         self._adapt_step_fn = tf.function(self._adapt_step)
         self._dist_fn = tf.function(self._dist_all)
         self._trpo_fn = tf.function(self.trpo_update)
-        self._ppo_fn = tf.function(self._ppo_step)
+        self._ppo_fn = tf.function(self.ppo_update)
         self._baseline_fn = tf.function(self.baseline.fit_predict)
 
     # ----------------------------------------------------------------- environments
@@ -179,20 +180,102 @@ class MAMLRL(RLLearner):
 
     _autoreset_mode = AutoresetMode.NEXT_STEP
 
-    @staticmethod
-    def _assign_tasks(venv, tasks):
-        if hasattr(venv, "set_tasks"):
-            venv.set_tasks(tasks)
-        else:
-            for sub, task in zip(venv.envs, tasks):
-                _find_attr(sub, "set_task")(task)
-
-    # ----------------------------------------------------------------- compiled parts
+    # ----------------------------------------------------------------- task-batched parts
     # Every part is batched over the task axis: the tasks' weights run on their own data in
     # one vectorized forward (`ops.map_tasks`), and a loss summed over tasks differentiates
     # into each task's own gradient, since task t's term depends on its weights alone. One
     # graph therefore serves any meta-batch, and a Fisher-vector product is one pass for
     # all tasks instead of a loop of per-task passes.
+    #
+    # The public ones are the hooks other samplers build on (the TF-Agents agents, the
+    # in-graph meta-iteration of `keras_meta.rl.graph_iteration`): `stack_weights`, `act`,
+    # `dist_params`, `inner_loss`, `adapt_tasks`, `step_tasks`, `trpo_update`,
+    # `ppo_update`, `outer_update`, `process` and `collection_seed`. The compiled ones
+    # (`tf.function`s) may also be called inside another `tf.function`.
+    @staticmethod
+    def stack_weights(weights, num_tasks):
+        """Per-task copies of `weights`: the task-batched layout `[num_tasks, ...]` of fast weights.
+
+        Args:
+            weights: A list of tensors, e.g. `policy.weights_list()`.
+            num_tasks: Number of tasks (a Python int).
+
+        Returns:
+            A list of tensors, each `[num_tasks] + w.shape`.
+
+        Raises:
+            ValueError, TypeError: For a `num_tasks` that is not a positive integer.
+        """
+        num_tasks = check_positive_int(num_tasks, "num_tasks")
+        return [tf.tile(w[None], [num_tasks] + [1] * len(w.shape)) for w in weights]
+
+    def act(self, stacked, observations, seed, deterministic=False):
+        """Actions of every task's policy on that task's observations (compiled).
+
+        The sampler of `collect`: task `t` samples with the stateless seed
+        `[seed[0], seed[1] * 65536 + t]`, so equal weights, observations and seed give
+        equal actions wherever it is called.
+
+        Args:
+            stacked: Per-task weights, `[T, ...]` each (see `stack_weights`).
+            observations: Float32 `[T, E, obs_dim]`.
+            seed: Stateless sampling seed, int64 `[2]`.
+            deterministic: Take the mode (mean / greedy action) instead of sampling.
+
+        Returns:
+            The policy's actions `[T, E, ...]` (policy units; see `env_actions`).
+        """
+        return self._act_fn(stacked, observations, seed, deterministic)
+
+    def dist_params(self, stacked, observations):
+        """Distribution parameters `[T, ..., D]` of every task's policy on its observations (compiled).
+
+        Args:
+            stacked: Per-task weights, `[T, ...]` each.
+            observations: `[T, E, H, obs_dim]` (or `[T, E, obs_dim]`).
+
+        Returns:
+            The policy's distribution parameters, e.g. the `old_dist` of `trpo_update`.
+        """
+        return self._dist_fn(stacked, observations)
+
+    def adapt_tasks(self, theta, batches):
+        """Every task's fast weights after one inner step on each of `batches`, from `theta` (compiled).
+
+        The training adaptation: differentiable in `theta` (second order unless
+        `first_order`), replayed from the meta-weights on all batches so far.
+
+        Args:
+            theta: Meta-weights, a list of tensors in the order of `policy.trainable_variables`.
+            batches: The pre-update `Batch` of each inner step, `[T, E, H, ...]` tensors.
+
+        Returns:
+            The per-task fast weights, `[T, ...]` each.
+        """
+        return self._adapt_fn(theta, batches)
+
+    def step_tasks(self, stacked, batch, step_size):
+        """One more inner step of every task's weights on that task's part of `batch` (compiled).
+
+        The evaluation adaptation (`adapt`, `meta_evaluate`): from the per-task weights
+        it is given, with no gradient through earlier steps, so any number of steps shares
+        one trace.
+
+        Args:
+            stacked: Per-task weights, `[T, ...]` each.
+            batch: A `Batch` (see `process`) sampled with `stacked`.
+            step_size: The step size: a positive number or a float64 scalar tensor.
+
+        Returns:
+            The new per-task weights, `[T, ...]` each.
+
+        Raises:
+            ValueError, TypeError: For a `step_size` number that is not positive and finite.
+        """
+        if not tf.is_tensor(step_size):
+            step_size = check_learning_rate(step_size, "step_size")
+        return self._adapt_step_fn(stacked, batch, tf.convert_to_tensor(step_size, tf.float64))
+
     def _dist_all(self, stacked, obs):
         """Distribution parameters `[T, ..., D]` of task `t`'s weights on its observations `obs[t]`."""
         return ops.map_tasks(lambda e: self.policy.dist_params(list(e[:-1]), e[-1]), (*stacked, obs))
@@ -202,18 +285,26 @@ class MAMLRL(RLLearner):
         """Masked mean over each task's steps, `[T]`, of `values` `[T, E, H]`."""
         return tf.reduce_sum(values * masks, [1, 2]) / tf.maximum(tf.reduce_sum(masks, [1, 2]), 1.0)
 
-    def _inner_loss(self, stacked, batch):
-        """Sum over tasks of each task's REINFORCE loss `L_in` at its own weights."""
+    def inner_loss(self, stacked, batch):
+        """Sum over tasks of each task's REINFORCE loss `L_in` at its own weights (graph-compatible).
+
+        Args:
+            stacked: Per-task weights, `[T, ...]` each.
+            batch: A `Batch` (see `process`).
+
+        Returns:
+            A scalar tensor; its gradient in `stacked` is each task's own inner gradient.
+        """
         log_p = self.policy.log_prob_from_dist(self._dist_all(stacked, batch.observations), batch.actions)
         return tf.reduce_sum(self._task_means(-log_p * batch.advantages, batch.masks))
 
     def _adapt_tasks(self, stacked, batches, rule=None):
         """Every task's fast weights after one inner step on each of `batches` in turn."""
-        return inner.adapt(lambda params, step: self._inner_loss(params, batches[step]), stacked,
+        return inner.adapt(lambda params, step: self.inner_loss(params, batches[step]), stacked,
                            rule or self._rule, len(batches), first_order=self.first_order).params
 
     def _adapt_all(self, theta, batches):
-        return self._adapt_tasks(self._tile(theta, batches[0].masks.shape[0]), batches)
+        return self._adapt_tasks(self.stack_weights(theta, batches[0].masks.shape[0]), batches)
 
     def _adapt_step(self, stacked, batch, step_size):
         """One more adaptation step of every task's weights on that task's part of `batch`.
@@ -317,7 +408,20 @@ class MAMLRL(RLLearner):
         return candidate, accepted, {"surrogate_before": surrogate0, "surrogate_after": surrogate, "kl": kl,
                                      "line_search_steps": steps}
 
-    def _ppo_step(self, batches, outer, old_dist):
+    def ppo_update(self, batches, outer, old_dist):
+        """One PPO optimizer step on the clipped surrogate through the inner steps (graph-compatible).
+
+        The step is applied to the policy's variables unless the loss or a gradient is not
+        finite; `outer_update` runs `ppo_epochs` of them.
+
+        Args:
+            batches: The pre-update `Batch` of each inner step.
+            outer: The post-update `Batch`.
+            old_dist: The sampling policy's distribution parameters on `outer.observations`.
+
+        Returns:
+            `(loss, kl)`: the clipped surrogate loss and the mean KL, scalar tensors.
+        """
         variables = self.policy.trainable_variables
         loss, kl, grads = self._surrogate_grad(ops.variable_values(variables), batches, outer, old_dist, clip=True)
         apply_if_finite(lambda: self.optimizer.apply(grads, variables), loss, grads)
@@ -359,29 +463,47 @@ class MAMLRL(RLLearner):
         return Batch(tf.constant(obs), tf.constant(d["actions"]), tf.constant(adv), tf.constant(masks),
                      tf.constant(d["episode_steps"]))
 
-    def _tile(self, theta, n):
-        return [tf.tile(w[None], [n] + [1] * len(w.shape)) for w in theta]
-
     # ----------------------------------------------------------------- training
     def train_step(self, tasks, episodes_per_task=20):
         """One meta-iteration on `tasks`; returns a dict of logs."""
         tasks, episodes_per_task = check_tasks(tasks), check_positive_int(episodes_per_task, "episodes_per_task")
         it = self.iteration
         theta = self.policy.weights_list()
-        stacked = self._tile(theta, len(tasks))
+        stacked = self.stack_weights(theta, len(tasks))
         batches, logs = [], {}
         for k in range(self.inner_steps):
-            buffer = self.collect(stacked, tasks, episodes_per_task, self._seed(it, 1, k))
+            buffer = self.collect(stacked, tasks, episodes_per_task, self.collection_seed(it, k))
             if k == 0:
                 logs["pre_return"] = float(buffer.episode_returns().mean())
             batches.append(self.process(buffer))
             stacked = self._adapt_fn(theta, batches)
-        buffer = self.collect(stacked, tasks, episodes_per_task, self._seed(it, 2))
+        buffer = self.collect(stacked, tasks, episodes_per_task, self.collection_seed(it, self.inner_steps))
         logs["post_return" if self.inner_steps else "pre_return"] = float(buffer.episode_returns().mean())
         logs.update(self.outer_update(theta, batches, self.process(buffer), stacked))
         # Only now: an iteration that raised leaves the counter, so a retry draws its tasks again.
         self.iteration = it + 1
         return logs
+
+    def collection_seed(self, iteration, phase):
+        """The sampling seed `train_step` collects with in one phase of meta-iteration `iteration`.
+
+        Args:
+            iteration: The meta-iteration index.
+            phase: `k < inner_steps` for the pre-update collection of inner step `k`,
+                `inner_steps` for the post-update collection.
+
+        Returns:
+            The seed (an int) `collect` is called with.
+
+        Raises:
+            ValueError, TypeError: For a negative `iteration` or a `phase` outside
+                `[0, inner_steps]`.
+        """
+        iteration = check_steps(iteration, "iteration", allow_zero=True)
+        phase = check_steps(phase, "phase", allow_zero=True)
+        if phase > self.inner_steps:
+            raise ValueError(f"Expected `phase` in [0, inner_steps={self.inner_steps}]. Received: phase={phase}")
+        return self._seed(iteration, 1, phase) if phase < self.inner_steps else self._seed(iteration, 2)
 
     def outer_update(self, theta, batches, outer, stacked):
         """The outer step of a meta-iteration: TRPO, or `ppo_epochs` PPO steps.
@@ -473,7 +595,7 @@ class MAMLRL(RLLearner):
         env = self.env if env is None else self._task_env(env)
         task = _find_attr(env, "get_task")() if task is None else task
         theta = self.policy.weights_list()
-        stacked = self._tile(theta, 1)
+        stacked = self.stack_weights(theta, 1)
         for k in range(steps):
             buffer = self.collect(stacked, [task], episodes, self._seed(seed, 3, k), env=env)
             stacked = self._adapt_step_fn(stacked, self.process(buffer), step_sizes[k])
@@ -501,7 +623,8 @@ class MAMLRL(RLLearner):
         if step_size is not None:
             step_size = check_learning_rate(step_size, "step_size")
         step_sizes = self._step_sizes(None if step_size is None else [step_size], 1)
-        stacked = self._adapt_step_fn(self._tile(policy.weights_list(), 1), self.process(buffer), step_sizes[0])
+        stacked = self._adapt_step_fn(self.stack_weights(policy.weights_list(), 1), self.process(buffer),
+                                      step_sizes[0])
         return self.policy.adapted([w[0] for w in stacked])
 
     def export_adaptive(self, path):
@@ -558,6 +681,10 @@ class MAMLRL(RLLearner):
         out = [self._episode(env, act, seed + e) for e in range(eval_episodes)]
         return [o[0] for o in out], [o[1] for o in out]
 
+    def _adaptation_session(self, num_envs, next_seed):
+        # Every row starts at the meta-policy; each `adapt` is one `adapt_step` per row.
+        return PolicySession(self.policy, self.observation_shape, num_envs, next_seed, adapt_step=self.adapt_step)
+
     def meta_evaluate(self, tasks, steps=(0, 1, 2, 3), episodes=20, seed=0, inner_lrs=None):
         """Mean undiscounted return after each number of adaptation steps on `tasks`.
 
@@ -577,7 +704,7 @@ class MAMLRL(RLLearner):
             raise ValueError(f"Expected `steps` to hold at least one step count. Received: steps={steps!r}")
         step_sizes = self._step_sizes(inner_lrs, steps[-1])
         theta = self.policy.weights_list()
-        stacked, results = self._tile(theta, len(tasks)), {}
+        stacked, results = self.stack_weights(theta, len(tasks)), {}
         for k in range(steps[-1] + 1):
             buffer = self.collect(stacked, tasks, episodes, self._seed(seed, 4, k))
             if k in steps:

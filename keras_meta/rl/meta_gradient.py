@@ -18,8 +18,8 @@ from gymnasium.vector import AutoresetMode
 from keras_meta import ops
 from keras_meta._validation import check_learning_rate, check_model, check_positive_int, check_seed
 from keras_meta.rl._loop import RLLearner, TrainingState, keras_style_loop
+from keras_meta.rl.adaptation import PolicySession
 from keras_meta.rl.envs import as_task_env
-from keras_meta.rl.maml_rl import MAMLRL
 
 _META_PARAMETERS = ("gamma", "lambda")
 
@@ -143,7 +143,6 @@ class MetaGradientPG(RLLearner):
     """
 
     _autoreset_mode = AutoresetMode.NEXT_STEP
-    _assign_tasks = staticmethod(MAMLRL._assign_tasks)
 
     def __init__(self, policy, env, critic=None, task=None, gamma=0.99, gae_lambda=0.95,
                  meta_learn=_META_PARAMETERS, reference_gamma=None, reference_lambda=None, lr=0.05,
@@ -351,6 +350,11 @@ class MetaGradientPG(RLLearner):
         epochs = check_positive_int(epochs, "epochs")
         steps_per_epoch = check_positive_int(steps_per_epoch, "steps_per_epoch")
         return keras_style_loop(self.training_state, self.train_step, epochs, steps_per_epoch, callbacks, verbose)
+
+    def _adaptation_session(self, num_envs, next_seed):
+        # One task is learned, so nothing adapts per task: every row acts with the current
+        # policy, a non-adapting baseline in a meta-evaluation protocol.
+        return PolicySession(self.policy, (self.policy.observation_dim,), num_envs, next_seed)
 
     def evaluate_return(self, episodes=None, seed=0):
         """Mean undiscounted return of `episodes` (default: `self.episodes`) sampled episodes on `task`."""

@@ -26,9 +26,7 @@ from gymnasium import spaces
 import tensorflow as tf
 
 from keras_meta._validation import check_bool, check_positive_int, check_seed
-from keras_meta.rl.buffer import RolloutBuffer
 from keras_meta.rl.envs import TaskEnv, check_task_env
-from keras_meta.rl.rl2_inputs import PreviousStep
 
 _INSTALL_HINT = ("Install it with `pip install metaworld==3.1.1` (which pins mujoco==3.3.0; "
                  "use a separate environment if other packages need a newer MuJoCo).")
@@ -274,15 +272,18 @@ class MetaWorldAgent:
     drives an agent through `init` (new tasks), `adapt_action` + `step` (adaptation
     episodes), `adapt` (after each round of them), then `reset` + `eval_action` (the
     evaluated episodes) on a vector env with one task per sub-environment. This adapter
-    implements that protocol for both kinds of learner:
+    forwards each call to the learner's `AdaptationSession` for the current tasks
+    (`learner.adaptation_session`, opened at the first action after `init`), so the
+    learner decides how it adapts (see `keras_meta.rl.adaptation`):
 
-    - `MAMLRL` (any learner with `adapt_step`): each sub-environment keeps its own
-      policy, the meta-policy at `init`; `adapt` takes one policy-gradient step per
-      sub-environment on the episodes it finished since the last `adapt`
-      (`learner.adapt_step`), and `eval_action` acts with the adapted policies.
-    - `RL2` (a recurrent `RL2Policy`): `init` starts a trial (zero memory); every action
-      feeds `[s_t, a_{t-1}, r_{t-1}, d_{t-1}]` and carries the memory on, through the
-      adaptation and the evaluated episodes alike; `adapt` does nothing.
+    - `MAMLRL`: each sub-environment keeps its own policy, the meta-policy at `init`;
+      `adapt` takes one policy-gradient step per sub-environment on the episodes it
+      finished since the last `adapt` (`learner.adapt_step`), and `eval_action` acts
+      with the adapted policies.
+    - `RL2` (an `RL2Policy` or `SNAILPolicy`): `init` starts a trial (zero memory); every
+      action feeds `[s_t, a_{t-1}, r_{t-1}, d_{t-1}]` and carries the memory on, through
+      the adaptation and the evaluated episodes alike; `adapt` does nothing.
+    - `MetaGradientPG`: its current policy, not adapted (it learns one task).
 
     Meta-World's `evaluation` loop passes the agent no rewards, so an `RL2` learner reads
     the previous reward from the observation: build the evaluation envs with
@@ -291,13 +292,18 @@ class MetaWorldAgent:
     adaptation episode ending by truncation bootstraps from its last observation.
 
     Args:
-        learner: A `keras_meta.rl.MAMLRL` or `keras_meta.rl.RL2` (meta-trained on tasks with
-            the evaluation envs' observation and action spaces).
+        learner: A keras_meta RL learner with `adaptation_session` (`keras_meta.rl.MAMLRL`,
+            `keras_meta.rl.RL2`, `keras_meta.rl.MetaGradientPG`), meta-trained on tasks
+            with the evaluation envs' observation and action spaces.
         deterministic: Evaluate mean / greedy actions (adaptation always samples).
         seed: Seed of the sampled actions.
 
+    Attributes:
+        session: The `AdaptationSession` of the current tasks (None until the first
+            action after `init`).
+
     Raises:
-        TypeError: For a learner of neither kind.
+        TypeError: For a learner without `adaptation_session`.
 
     Example:
 
@@ -310,128 +316,56 @@ class MetaWorldAgent:
     """
 
     def __init__(self, learner, deterministic=False, seed=0):
-        policy = getattr(learner, "policy", None)
-        self._recurrent = callable(getattr(policy, "get_initial_state", None)) and callable(
-            getattr(learner, "act", None))
-        if not self._recurrent and not callable(getattr(learner, "adapt_step", None)):
-            raise TypeError("Expected `learner` to be a keras_meta.rl.MAMLRL or keras_meta.rl.RL2. Received: "
-                            f"learner of type {type(learner).__name__}")
-        self.learner, self.policy = learner, policy
+        if not callable(getattr(learner, "adaptation_session", None)):
+            raise TypeError("Expected `learner` to be a keras_meta RL learner with an `adaptation_session` method, "
+                            "e.g. keras_meta.rl.MAMLRL or keras_meta.rl.RL2. Received: learner of type "
+                            f"{type(learner).__name__}")
+        self.learner = learner
         self.deterministic = check_bool(deterministic, "deterministic")
         self._seed = check_seed(seed) % (2**31)
-        self._draws = 0
-        self._obs_dim = int(policy.observation_dim if self._recurrent else np.prod(learner.observation_shape))
-        self._rows = None
+        self._draws = 0  # carries on across sessions: every action draws a fresh seed
+        self.session = None
 
     # --- the MetaLearningAgent protocol -------------------------------------------------------
     def init(self):
-        """New tasks: back to the meta-policy (MAML-RL) or a fresh trial (RL²)."""
-        self._rows = None  # set up for the vector env's size on the next action
+        """New tasks: the next action opens a new session (meta-policy, fresh trial)."""
+        self.session = None  # opened for the vector env's size on the next action
 
     def adapt_action(self, observations):
         """Sampled actions for adaptation, and the policy's own actions as `aux_policy_outputs`."""
-        raw = self._act(observations, greedy=False)
+        raw = self._session_for(observations).act(observations)
         return self.learner.env_actions(raw), {"policy_action": raw}
 
     def step(self, timestep):
         """Records one adaptation step (a `metaworld.evaluation.Timestep`)."""
-        raw = np.asarray(timestep.aux_policy_outputs["policy_action"])
-        done = np.logical_or(timestep.terminated, timestep.truncated)
-        if self._recurrent:
-            self._prev.record(raw, timestep.reward, done)
-            self._pending = None
-            return
-        obs = self._observations(timestep.observation)[:, :self._obs_dim]
-        for i in range(self._rows):
-            current = self._current[i]
-            if current:
-                current[-1][5] = obs[i]  # this observation follows the previous step
-            # The final observation of an ending episode is not passed: its own stands in.
-            current.append([obs[i], raw[i], float(timestep.reward[i]), bool(timestep.terminated[i]),
-                            bool(timestep.truncated[i]), obs[i]])
-            if done[i]:
-                self._finished[i].append(current)
-                self._current[i] = []
+        self.session.record(timestep.observation, np.asarray(timestep.aux_policy_outputs["policy_action"]),
+                            np.asarray(timestep.reward), np.asarray(timestep.terminated),
+                            np.asarray(timestep.truncated))
 
     def adapt(self):
-        """MAML-RL: one inner step per sub-environment on its finished episodes. RL²: nothing."""
-        if self._recurrent or self._rows is None:
-            return
-        shape = () if self.policy.discrete else (self.policy.action_dim,)
-        for i, episodes in enumerate(self._finished):
-            if episodes:
-                buffer = RolloutBuffer.from_episodes(episodes, self.learner.observation_shape, shape,
-                                                     discrete=self.policy.discrete)
-                self._policies[i] = self.learner.adapt_step(self._policies[i], buffer)
-        self._finished = [[] for _ in range(self._rows)]
-        self._current = [[] for _ in range(self._rows)]
+        """Adapts the session's learner to the adaptation episodes since the last `adapt`."""
+        if self.session is not None:
+            self.session.adapt()
 
     def eval_action(self, observations):
         """Actions of the adapted policies (or of the trial's memory) for evaluation."""
-        return self.learner.env_actions(self._act(observations, greedy=self.deterministic, evaluating=True))
+        raw = self._session_for(observations).act(observations, greedy=self.deterministic, evaluating=True)
+        return self.learner.env_actions(raw)
 
     def reset(self, env_mask):
-        """Marks the sub-environments whose episode just ended (the memory of RL² carries on)."""
-        if self._recurrent and self._rows is not None:
-            self._done = np.logical_or(self._done, np.asarray(env_mask, bool))
+        """Marks the sub-environments whose evaluated episode just ended."""
+        if self.session is not None:
+            self.session.episodes_ended(env_mask)
 
     # --- internals ------------------------------------------------------------------------------
-    def _observations(self, observations):
-        return np.asarray(observations, np.float32).reshape(len(observations), -1)
-
-    def _start(self, rows):
-        self._rows = rows
-        if self._recurrent:
-            self._state = self.policy.get_initial_state(rows)
-            self._prev = PreviousStep(self.policy, rows)
-            self._pending, self._done = None, np.zeros(rows, bool)
-        else:
-            self._policies = [self.policy] * rows
-            self._finished = [[] for _ in range(rows)]
-            self._current = [[] for _ in range(rows)]
+    def _session_for(self, observations):
+        if self.session is None:
+            self.session = self.learner.adaptation_session(len(observations), self._next_seed)
+        return self.session
 
     def _next_seed(self):
         self._draws += 1
         return tf.constant([self._seed, self._draws], tf.int64)
-
-    def _act(self, observations, greedy, evaluating=False):
-        obs = self._observations(observations)
-        if self._rows is None:
-            self._start(len(obs))
-        return self._act_recurrent(obs, greedy, evaluating) if self._recurrent else self._act_adapted(obs, greedy)
-
-    def _act_adapted(self, obs, greedy):
-        obs = obs[:, :self._obs_dim]
-        # One call per distinct policy: before any `adapt` every row shares the meta-policy.
-        groups = {}
-        for i, policy in enumerate(self._policies):
-            groups.setdefault(id(policy), (policy, []))[1].append(i)
-        out = [None] * self._rows
-        for policy, rows in groups.values():
-            x = tf.constant(obs[rows])
-            actions = (policy.mode(None, x) if greedy else policy.sample(None, x, self._next_seed())).numpy()
-            for row, action in zip(rows, actions):
-                out[row] = action
-        return np.stack(out)
-
-    def _act_recurrent(self, obs, greedy, evaluating):
-        if evaluating and self._pending is not None:
-            # Meta-World's evaluation loop passes no rewards: they come with the observation.
-            extra = obs.shape[1] - self._obs_dim
-            if extra != self.policy.action_features + 2:
-                raise ValueError(
-                    "Expected observations carrying the previous action, reward and done (Meta-World's "
-                    f"recurrent_info_in_obs=True, {self._obs_dim} + {self.policy.action_features} + 2 features) "
-                    f"for an RL2 learner in Meta-World's evaluation. Received: observations with {obs.shape[1]} "
-                    "features; build the envs with metaworld_eval_envs(..., recurrent=True).")
-            # After an episode end the observation is the next start's (reward 0 there).
-            self._prev.record(self._pending, obs[:, -2], self._done)
-        self._done = np.zeros(self._rows, bool)
-        actions, self._state = self.learner.act(self._prev.inputs(obs[:, :self._obs_dim]), self._state,
-                                                self._next_seed(), greedy)
-        actions = actions.numpy()
-        self._pending = actions if evaluating else None
-        return actions
 
 
 def metaworld_eval_envs(benchmark="reach-v3", meta_batch_size=5, horizon=500, seed=0, recurrent=False):

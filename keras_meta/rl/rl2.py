@@ -18,6 +18,7 @@ from keras_meta import ops
 from keras_meta.ops.finite import apply_if_finite
 from keras_meta._validation import check_positive_int, check_seed
 from keras_meta.rl._loop import RLLearner, TrainingState, _positive_int, check_evaluation, check_tasks
+from keras_meta.rl.adaptation import RecurrentSession
 from keras_meta.rl.buffer import standardize_advantages
 from keras_meta.rl.envs import _find_attr, as_task_env
 from keras_meta.rl.objectives import ppo
@@ -431,6 +432,10 @@ class RL2(RLLearner):
                 returns.append(total)
                 successes.append(success)
         return returns, successes
+
+    def _adaptation_session(self, num_envs, next_seed):
+        # One trial per row from the zero memory, through the adaptation and evaluated episodes.
+        return RecurrentSession(self.policy, self.act, num_envs, next_seed)
 
     def meta_evaluate(self, tasks, episodes=None, trials_per_task=1, seed=0, deterministic=False,
                       episodes_per_trial=None):

@@ -11,7 +11,7 @@ def _maml_rl_buffer(env, rescale_actions):
     body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     learner = MAMLRL(GaussianPolicy(body, 2, log_std_init=0.5), env, seed=1, rescale_actions=rescale_actions)
     tasks = env.sample_tasks(2, seed=0)
-    return learner.collect(learner._tile(learner.policy.weights_list(), 2), tasks, 3, seed=5)
+    return learner.collect(learner.stack_weights(learner.policy.weights_list(), 2), tasks, 3, seed=5)
 
 
 def _rl2_buffer(env, rescale_actions):

@@ -43,7 +43,7 @@ def host_and_graph():
 def test_collect_and_process_equal_the_host_path():
     learner, env = _learner(), GraphNavigation2D(horizon=H)
     tasks = learner.env.sample_tasks(T, seed=0)
-    stacked = learner._tile(learner.policy.weights_list(), T)
+    stacked = learner.stack_weights(learner.policy.weights_list(), T)
     buffer = learner.collect(stacked, tasks, E, seed=11)
     host = learner.process(buffer)
 

@@ -28,7 +28,7 @@ def test_meta_gradient_matches_float64_finite_differences():
     learner = _learner("float64", inner_lr=0.5)
     inner_batch, outer = _fixed_batch(0, tf.float64), _fixed_batch(1, tf.float64)
     theta = learner.policy.weights_list()
-    old_dist = learner._dist_all(learner._tile([w + 0.05 for w in theta], 2), outer.observations)
+    old_dist = learner._dist_all(learner.stack_weights([w + 0.05 for w in theta], 2), outer.observations)
     _, _, grads = learner._surrogate_grad(theta, [inner_batch], outer, old_dist)
     surrogate = lambda params: learner._outer_terms(params, [inner_batch], outer, old_dist)[0].numpy()
     rng = np.random.default_rng(2)
@@ -95,7 +95,7 @@ def test_trpo_step_lowers_surrogate_within_kl_bound():
     learner = _learner(max_kl=0.01)
     tasks = learner.env.sample_tasks(2, seed=0)
     theta = learner.policy.weights_list()
-    batches = [learner.process(learner.collect(learner._tile(theta, 2), tasks, 4, seed=1))]
+    batches = [learner.process(learner.collect(learner.stack_weights(theta, 2), tasks, 4, seed=1))]
     stacked = learner._adapt_all(theta, batches)
     outer = learner.process(learner.collect(stacked, tasks, 4, seed=2))
     old_dist = learner._dist_all(stacked, outer.observations)
@@ -168,7 +168,7 @@ def test_step_by_step_adaptation_equals_replaying_every_step_from_theta():
     learner = _learner("float64", inner_lr=0.3)
     theta = learner.policy.weights_list()
     batches = [_fixed_batch(seed, tf.float64) for seed in range(3)]
-    stacked = learner._tile(theta, 2)
+    stacked = learner.stack_weights(theta, 2)
     for k, batch in enumerate(batches):
         stacked = learner._adapt_step_fn(stacked, batch, tf.constant(0.3, tf.float64))
         for a, b in zip(stacked, learner._adapt_all(theta, batches[:k + 1])):

@@ -12,8 +12,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_meta.rl import (MAMLRL, RL2, GaussianPolicy, MetaWorldAgent, MetaWorldML1, MetaWorldML10, Navigation2D,
-                           metaworld_available, metaworld_eval_envs)
+from keras_meta.rl import (MAMLRL, RL2, AdaptationSession, GaussianPolicy, MetaGradientPG, MetaWorldAgent,
+                           MetaWorldML1, MetaWorldML10, Navigation2D, SNAILPolicy, metaworld_available,
+                           metaworld_eval_envs)
 
 AVAILABLE, REASON = metaworld_available()
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason=f"Meta-World unavailable: {REASON}")
@@ -92,7 +93,7 @@ def test_maml_rl_adapts_per_task_in_metaworlds_protocol():
     firsts = [c[0] for c in calls[:ENVS]] + [c[0] for c in calls[2 * ENVS:3 * ENVS]]
     assert all(p is learner.policy for p in firsts)
     assert all(c[0] is not learner.policy for c in calls[ENVS:2 * ENVS])
-    evaluated = agent._policies
+    evaluated = agent.session.policies
     assert len({id(p) for p in evaluated}) == ENVS and learner.policy not in evaluated
 
 
@@ -117,7 +118,7 @@ def test_rl2_carries_its_memory_and_reads_rewards_from_the_observation():
     assert all((x[:, reward_column] < 0).all() for x in adaptation[1:HORIZON])
     assert all((x[:, reward_column] < 0).all() for x in evaluation[1:HORIZON])
     # The memory is not reset between the adaptation and the evaluated episodes.
-    assert np.abs(agent._state.numpy() if hasattr(agent._state, "numpy") else agent._state).sum() > 0
+    assert np.abs(np.asarray(agent.session.state)).sum() > 0
 
 
 def test_rl2_needs_the_reward_in_the_observation_to_be_evaluated():
@@ -129,6 +130,86 @@ def test_rl2_needs_the_reward_in_the_observation_to_be_evaluated():
 def test_agent_refuses_other_learners():
     with pytest.raises(TypeError, match=r"MAMLRL or keras_meta.rl.RL2. Received: learner of type str"):
         MetaWorldAgent("maml")
+
+
+class _Recording(AdaptationSession):
+    """A session that logs what the agent forwards and acts with zeros."""
+
+    def __init__(self, log, num_envs, next_seed):
+        super().__init__(num_envs, next_seed)
+        self.log = log
+        log.append(("open", num_envs))
+
+    def act(self, observations, greedy=False, evaluating=False):
+        self.log.append(("act", evaluating, int(self.next_seed().numpy()[1])))
+        return np.zeros((self.num_envs, 2), np.float32)
+
+    def record(self, observations, actions, rewards, terminated, truncated):
+        self.log.append(("record", np.shape(observations), np.shape(rewards)))
+
+    def adapt(self):
+        self.log.append(("adapt",))
+
+    def episodes_ended(self, mask):
+        self.log.append(("ended", bool(np.all(mask))))
+
+
+class _AnyLearner:
+    """Not a keras_meta learner: only the hook the agent asks for, and the action mapping."""
+
+    def __init__(self):
+        self.log = []
+
+    def adaptation_session(self, num_envs, next_seed):
+        return _Recording(self.log, num_envs, next_seed)
+
+    def env_actions(self, actions):
+        return actions
+
+
+def test_agent_only_forwards_the_protocol_to_the_learners_session():
+    learner = _AnyLearner()
+    metalearning_evaluation(MetaWorldAgent(learner, seed=1), _envs(), num_evals=2, adaptation_steps=1,
+                            adaptation_episodes=1, evaluation_episodes=1)
+    log = learner.log
+    # A session per round of tasks, each for every sub-environment.
+    assert [e for e in log if e[0] == "open"] == [("open", ENVS)] * 2
+    first = log[:log.index(("open", ENVS), 1)]
+    kinds = [e[0] for e in first]
+    # HORIZON adaptation steps (act + record), the adaptation, then the evaluated episode.
+    assert kinds[1:1 + 2 * HORIZON] == ["act", "record"] * HORIZON
+    assert kinds[1 + 2 * HORIZON] == "adapt" and "record" not in kinds[2 + 2 * HORIZON:]
+    assert [e[1] for e in first if e[0] == "act"] == [False] * HORIZON + [True] * HORIZON
+    assert ("record", (ENVS, 2), (ENVS,)) in first and ("ended", True) in first
+    # The sampling seeds run on across sessions: every action draws a fresh one.
+    draws = [e[2] for e in log if e[0] == "act"]
+    assert draws == list(range(1, len(draws) + 1))
+
+
+def test_snail_policy_adapts_in_its_memory_through_rl2s_session():
+    env = Navigation2D(horizon=HORIZON)
+    policy = SNAILPolicy.for_env(env, max_steps=4 * HORIZON, blocks=(("tc", 4), ("attention", 4, 4)))
+    learner = RL2(policy, env, seed=0)
+    agent = MetaWorldAgent(learner, seed=1)
+    success, mean_return, _ = metalearning_evaluation(agent, _envs(recurrent=True), num_evals=1,
+                                                      adaptation_episodes=2, evaluation_episodes=2)
+    assert 0.0 <= success <= 1.0 and np.isfinite(mean_return)
+    # The step count of the window runs on from the adaptation episodes into the evaluated ones.
+    assert (np.asarray(agent.session.state)[:, -1] > 2 * HORIZON).all()
+
+
+def test_meta_gradient_pg_acts_with_its_policy_unadapted():
+    keras.utils.set_random_seed(0)
+    body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    learner = MetaGradientPG(GaussianPolicy(body, 2), Navigation2D(horizon=HORIZON), seed=0)
+    before = [w.numpy() for w in learner.policy.weights_list()]
+    agent = MetaWorldAgent(learner, seed=1)
+    success, mean_return, _ = metalearning_evaluation(agent, _envs(), num_evals=1, adaptation_episodes=2,
+                                                      evaluation_episodes=1)
+    assert 0.0 <= success <= 1.0 and np.isfinite(mean_return)
+    assert all(p is learner.policy for p in agent.session.policies)
+    for w, b in zip(learner.policy.weights_list(), before):
+        np.testing.assert_array_equal(w, b)
 
 
 @pytest.mark.slow

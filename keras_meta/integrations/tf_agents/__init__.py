@@ -36,9 +36,9 @@ _require_legacy_keras_flag()
 
 # The submodules import tf_agents, so they come after the flag is settled.
 from keras_meta.integrations.tf_agents.agents import (  # noqa: E402
-    MAMLAgent, RL2Agent, TaskBatchedPolicy, set_tasks, task_batched_env, trajectories_to_rollouts)
+    MAMLAgent, RL2Agent, TaskBatchedPolicy, set_tasks, task_batched_env)
 from keras_meta.integrations.tf_agents.drivers import (  # noqa: E402
-    TrialDriver, collect_episodes, collect_steps, driver_adapt)
+    TrialDriver, collect_episodes, collect_steps, driver_adapt, trajectories_to_rollouts)
 from keras_meta.integrations.tf_agents.env import GymnasiumPyEnvironment, specs_for, tf_env  # noqa: E402
 from keras_meta.integrations.tf_agents.export import export_policy  # noqa: E402
 from keras_meta.integrations.tf_agents.graph_env import GraphTFEnvironment  # noqa: E402

@@ -31,12 +31,11 @@ from tf_agents.agents import tf_agent
 from tf_agents.environments import batched_py_environment, tf_py_environment
 from tf_agents.policies import tf_policy
 from tf_agents.trajectories import policy_step
-from tf_agents.trajectories import time_step as ts
 
 from keras_meta._validation import check_learning_rate, check_positive_int, check_seed
+from keras_meta.integrations.tf_agents.drivers import trajectories_to_rollouts
 from keras_meta.integrations.tf_agents.env import GymnasiumPyEnvironment, specs_for
 from keras_meta.integrations.tf_agents.policies import KerasPolicy, RL2KerasPolicy
-from keras_meta.rl.buffer import RolloutBuffer
 from keras_meta.rl.envs import as_task_env
 from keras_meta.rl.maml_rl import MAMLRL, Batch
 from keras_meta.rl.rl2 import RL2, episode_returns_in_trial
@@ -90,61 +89,6 @@ def set_tasks(env, tasks, rows_per_task=1):
         return
     for sub, task in zip(env.pyenv.envs, [task for task in tasks for _ in range(rows_per_task)]):
         sub.set_task(task)
-
-
-def trajectories_to_rollouts(experience, num_tasks, horizon, policy, episodes_per_row=1, episodes_per_trial=1):
-    """A `keras_meta.rl.RolloutBuffer` holding the episodes of a `Trajectory` batch.
-
-    Row `b` of `experience` becomes env row `b % (B / num_tasks)` of task
-    `b // (B / num_tasks)`. Time column `t` is recorded as the transition from
-    `observation[t]` with `action[t]`, `reward[t]`, terminated where it ends an episode
-    with discount 0, truncated where it ends one with a nonzero discount, and next
-    observation `observation[t + 1]`; boundary columns (after an episode end) are
-    skipped, as is everything after a row's `episodes_per_row` episodes or `horizon`
-    recorded steps. The last column only provides the next observation.
-
-    Args:
-        experience: A `Trajectory` with outer dims `[B, T]`, `T >= 2`, every row starting
-            an episode (`step_type` FIRST at time 0).
-        num_tasks: Number of tasks `B` is divided into.
-        horizon: Steps recorded per row.
-        policy: The learner's Keras policy (its action layout).
-        episodes_per_row: Episodes recorded per row.
-        episodes_per_trial: Episodes per trial (RL²).
-
-    Returns:
-        A filled `RolloutBuffer` with `num_tasks` tasks of `B / num_tasks` rows.
-
-    Raises:
-        ValueError: For a batch that is not `num_tasks` groups of rows, fewer than two
-            time steps, or a row that does not start an episode.
-    """
-    step_type = np.asarray(experience.step_type)
-    if step_type.ndim != 2 or step_type.shape[1] < 2:
-        raise ValueError("Expected `experience` with outer dims [batch, time] and at least 2 time steps. "
-                         f"Received: experience.step_type.shape={step_type.shape}")
-    rows, steps = step_type.shape
-    if rows % num_tasks:
-        raise ValueError(f"Expected `experience` to hold num_tasks={num_tasks} groups of equally many rows. "
-                         f"Received: {rows} rows")
-    if np.any(step_type[:, 0] != ts.StepType.FIRST):
-        raise ValueError("Expected every row of `experience` to start an episode (step_type FIRST at time 0; "
-                         f"collect right after env.reset()). Received: step_type[:, 0]={step_type[:, 0].tolist()}")
-    obs = np.asarray(experience.observation, np.float32).reshape(rows, steps, -1)
-    actions = np.asarray(experience.action)
-    ends = np.asarray(experience.next_step_type) == ts.StepType.LAST
-    discount = np.asarray(experience.discount)
-    rewards = np.asarray(experience.reward, np.float32)
-    action_shape = () if policy.discrete else (policy.action_dim,)
-    buffer = RolloutBuffer(num_tasks, rows // num_tasks, horizon, obs.shape[2:], action_shape or (1,),
-                           discrete=policy.discrete, episodes_per_trial=episodes_per_trial,
-                           autoreset_mode="NextStep", max_episodes_per_env=episodes_per_row)
-    for t in range(steps - 1):
-        if buffer.finished:
-            break
-        buffer.add(obs[:, t], actions[:, t].reshape((rows,) + action_shape), rewards[:, t],
-                   ends[:, t] & (discount[:, t] == 0), ends[:, t] & (discount[:, t] != 0), obs[:, t + 1])
-    return buffer
 
 
 class _LearnerAgent(tf_agent.TFAgent):
@@ -239,9 +183,10 @@ class TaskBatchedPolicy(tf_policy.TFPolicy):
 
     The per-task weights are variables `[num_tasks, ...]` (one per policy weight), which
     `MAMLAgent.train` and `MAMLAgent.adapt` set. Actions come from the learner's own
-    sampler (`MAMLRL.collect`'s), with the stateless seed `(seed, counter)`, the counter
-    advancing at every call (boundary steps included), as `MAMLRL.collect` numbers its
-    vector steps: from the same weights, tasks and seed, both sample the same actions.
+    sampler (`MAMLRL.act`, which `MAMLRL.collect` samples with), with the stateless seed
+    `(seed, counter)`, the counter advancing at every call (boundary steps included), as
+    `MAMLRL.collect` numbers its vector steps: from the same weights, tasks and seed, both
+    sample the same actions.
 
     Args:
         learner: The `MAMLRL` learner.
@@ -259,7 +204,7 @@ class TaskBatchedPolicy(tf_policy.TFPolicy):
         self._num_tasks, self._rows = int(num_tasks), int(rows_per_task)
         self._deterministic = bool(deterministic)
         self._fast = [tf.Variable(w, trainable=False, name=f"fast_weights_{i}")
-                      for i, w in enumerate(learner._tile(learner.policy.weights_list(), self._num_tasks))]
+                      for i, w in enumerate(learner.stack_weights(learner.policy.weights_list(), self._num_tasks))]
         self._counter = tf.Variable([int(seed), 0], dtype=tf.int64, trainable=False, name="seed_counter")
 
     @property
@@ -281,7 +226,7 @@ class TaskBatchedPolicy(tf_policy.TFPolicy):
 
     def reset(self, seed):
         """Back to the meta-weights for every task, sampling stream restarted at `(seed, 0)`."""
-        self.set_fast_weights(self._learner._tile(self._learner.policy.weights_list(), self._num_tasks))
+        self.set_fast_weights(self._learner.stack_weights(self._learner.policy.weights_list(), self._num_tasks))
         self.restart_stream(seed)
 
     def restart_stream(self, seed):
@@ -293,7 +238,7 @@ class TaskBatchedPolicy(tf_policy.TFPolicy):
     def _action(self, time_step, policy_state, seed):
         del seed  # the stream is the counter's (see the class docstring)
         obs = tf.reshape(tf.cast(time_step.observation, tf.float32), [self._num_tasks, self._rows, -1])
-        actions = self._learner._act_fn(self.fast_weights(), obs, tf.identity(self._counter), self._deterministic)
+        actions = self._learner.act(self.fast_weights(), obs, tf.identity(self._counter), self._deterministic)
         if not self._deterministic:
             self._counter.assign_add([0, 1])
         shape = tf.concat([[self._num_tasks * self._rows], self.action_spec.shape], 0)
@@ -397,7 +342,7 @@ class MAMLAgent(_LearnerAgent):
         self._kept = [[tf.Variable(tf.zeros([0], dtype), shape=tf.TensorShape(None), trainable=False,
                                    name=f"kept_{k}_{field}") for field, dtype in zip(Batch._fields, dtypes)]
                       for k in range(learner.inner_steps)]
-        self._inner_loss_fn = tf.function(learner._inner_loss)
+        self._inner_loss_fn = tf.function(learner.inner_loss)
         self._collect_policy.reset(self._round_seed())
 
     @property
@@ -406,9 +351,7 @@ class MAMLAgent(_LearnerAgent):
         return int(self._phase.numpy())
 
     def _round_seed(self):
-        it, phase = int(self.train_step_counter.numpy()), self.phase
-        learner = self._learner
-        return learner._seed(it, 1, phase) if phase < learner.inner_steps else learner._seed(it, 2)
+        return self._learner.collection_seed(int(self.train_step_counter.numpy()), self.phase)
 
     def _rollouts(self, experience, num_tasks):
         return trajectories_to_rollouts(experience, num_tasks, self._learner.horizon, self._learner.policy)
@@ -436,7 +379,7 @@ class MAMLAgent(_LearnerAgent):
             batches = self._kept_batches(phase + 1)
             # The REINFORCE loss of the step, the mean over tasks at the weights that sampled it.
             loss = float(self._inner_loss_fn(policy.fast_weights(), batch)) / policy.num_tasks
-            policy.set_fast_weights(learner._adapt_fn(theta, batches))
+            policy.set_fast_weights(learner.adapt_tasks(theta, batches))
             self._phase.assign(phase + 1)
             policy.restart_stream(self._round_seed())
             return self._loss_info(loss, phase=phase, episode_return=episode_return, kl=0.0)
@@ -491,8 +434,7 @@ class MAMLAgent(_LearnerAgent):
         step_size = self._learner.inner_lr if step_size is None else check_learning_rate(step_size, "step_size")
         self._check_rows(experience, policy)
         batch, episode_return = self._batch(experience, policy.num_tasks)
-        policy.set_fast_weights(self._learner._adapt_step_fn(policy.fast_weights(), batch,
-                                                             tf.constant(step_size, tf.float64)))
+        policy.set_fast_weights(self._learner.step_tasks(policy.fast_weights(), batch, step_size))
         return episode_return
 
     def episode_return(self, experience):

@@ -1,9 +1,11 @@
-"""Drivers: episode and step collection, RL² trials, MAML-RL adaptation on driver data."""
+"""Drivers: episode and step collection, RL² trials, `Trajectory` batches as rollout buffers, and
+MAML-RL adaptation on driver data."""
 
 import numpy as np
 import tensorflow as tf
 from tf_agents.drivers import dynamic_episode_driver, dynamic_step_driver
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
+from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
 from keras_meta._validation import check_positive_int, check_seed, check_steps
@@ -44,24 +46,59 @@ def collect_steps(env, policy, num_steps, capacity=100_000):
     return buffer
 
 
-def _episodes(buffer):
-    """Splits a replay buffer's single stream into episodes of (obs, action, reward, term, trunc, next_obs)."""
-    traj = buffer.gather_all()
-    obs, act = traj.observation.numpy()[0], traj.action.numpy()[0]
-    reward, discount = traj.reward.numpy()[0], traj.discount.numpy()[0]
-    boundary = traj.is_boundary().numpy()[0]
-    last = traj.is_last().numpy()[0]
-    episodes, current = [], []
-    for t in range(len(obs)):
-        if boundary[t]:
-            continue
-        nxt = obs[t + 1] if t + 1 < len(obs) else obs[t]
-        current.append((obs[t], act[t], reward[t], bool(last[t] and discount[t] == 0),
-                        bool(last[t] and discount[t] != 0), nxt))
-        if last[t]:
-            episodes.append(current)
-            current = []
-    return episodes
+def trajectories_to_rollouts(experience, num_tasks, horizon, policy, episodes_per_row=1, episodes_per_trial=1):
+    """A `keras_meta.rl.RolloutBuffer` holding the episodes of a `Trajectory` batch.
+
+    Row `b` of `experience` becomes env row `b % (B / num_tasks)` of task
+    `b // (B / num_tasks)`. Time column `t` is recorded as the transition from
+    `observation[t]` with `action[t]`, `reward[t]`, terminated where it ends an episode
+    with discount 0, truncated where it ends one with a nonzero discount, and next
+    observation `observation[t + 1]`; boundary columns (after an episode end) are
+    skipped, as is everything after a row's `episodes_per_row` episodes or `horizon`
+    recorded steps. The last column only provides the next observation.
+
+    Args:
+        experience: A `Trajectory` with outer dims `[B, T]`, `T >= 2`, every row starting
+            an episode (`step_type` FIRST at time 0).
+        num_tasks: Number of tasks `B` is divided into.
+        horizon: Steps recorded per row.
+        policy: The learner's Keras policy (its action layout).
+        episodes_per_row: Episodes recorded per row.
+        episodes_per_trial: Episodes per trial (RL²).
+
+    Returns:
+        A filled `RolloutBuffer` with `num_tasks` tasks of `B / num_tasks` rows.
+
+    Raises:
+        ValueError: For a batch that is not `num_tasks` groups of rows, fewer than two
+            time steps, or a row that does not start an episode.
+    """
+    step_type = np.asarray(experience.step_type)
+    if step_type.ndim != 2 or step_type.shape[1] < 2:
+        raise ValueError("Expected `experience` with outer dims [batch, time] and at least 2 time steps. "
+                         f"Received: experience.step_type.shape={step_type.shape}")
+    rows, steps = step_type.shape
+    if rows % num_tasks:
+        raise ValueError(f"Expected `experience` to hold num_tasks={num_tasks} groups of equally many rows. "
+                         f"Received: {rows} rows")
+    if np.any(step_type[:, 0] != ts.StepType.FIRST):
+        raise ValueError("Expected every row of `experience` to start an episode (step_type FIRST at time 0; "
+                         f"collect right after env.reset()). Received: step_type[:, 0]={step_type[:, 0].tolist()}")
+    obs = np.asarray(experience.observation, np.float32).reshape(rows, steps, -1)
+    actions = np.asarray(experience.action)
+    ends = np.asarray(experience.next_step_type) == ts.StepType.LAST
+    discount = np.asarray(experience.discount)
+    rewards = np.asarray(experience.reward, np.float32)
+    action_shape = () if policy.discrete else (policy.action_dim,)
+    buffer = RolloutBuffer(num_tasks, rows // num_tasks, horizon, obs.shape[2:], action_shape or (1,),
+                           discrete=policy.discrete, episodes_per_trial=episodes_per_trial,
+                           autoreset_mode="NextStep", max_episodes_per_env=episodes_per_row)
+    for t in range(steps - 1):
+        if buffer.finished:
+            break
+        buffer.add(obs[:, t], actions[:, t].reshape((rows,) + action_shape), rewards[:, t],
+                   ends[:, t] & (discount[:, t] == 0), ends[:, t] & (discount[:, t] != 0), obs[:, t + 1])
+    return buffer
 
 
 def driver_adapt(learner, env, task, episodes=20, steps=1, seed=0):
@@ -69,8 +106,8 @@ def driver_adapt(learner, env, task, episodes=20, steps=1, seed=0):
 
     Each inner step collects `episodes` episodes with a `KerasPolicy` at the current fast
     weights through a `DynamicEpisodeDriver` and a `TFUniformReplayBuffer` observer,
-    converts them into a `keras_meta.rl.RolloutBuffer`, and takes one `learner.adapt_step`
-    on it.
+    converts them into a `keras_meta.rl.RolloutBuffer` (`trajectories_to_rollouts`), and
+    takes one `learner.adapt_step` on it.
 
     Args:
         learner: A `keras_meta.rl.MAMLRL`.
@@ -96,11 +133,13 @@ def driver_adapt(learner, env, task, episodes=20, steps=1, seed=0):
     env.pyenv.envs[0].set_task(task)
     current = learner.policy
     for k in range(steps):
-        replay = collect_episodes(env, KerasPolicy(current, env.time_step_spec(), env.action_spec(),
-                                                   seed=seed * 1000 + k), episodes)
-        rollout = RolloutBuffer.from_episodes(_episodes(replay)[:episodes], learner.observation_shape,
-                                              () if learner.policy.discrete else (learner.policy.action_dim,),
-                                              discrete=learner.policy.discrete)
+        # The driver resets the env first, so the stream starts an episode, as the conversion needs.
+        experience = collect_episodes(env, KerasPolicy(current, env.time_step_spec(), env.action_spec(),
+                                                       seed=seed * 1000 + k), episodes).gather_all()
+        # One row holding the episodes one after another; the last time step only
+        # provides the final episode's next observation.
+        rollout = trajectories_to_rollouts(experience, 1, int(experience.step_type.shape[1]) - 1, learner.policy,
+                                           episodes_per_row=episodes)
         current = learner.adapt_step(current, rollout)
     return current
 
