@@ -1,8 +1,10 @@
-"""TF-Agents bridge: environments, a TFPolicy over Keras 3 policies, drivers, export.
+"""TF-Agents bridge: environments, TFPolicies over Keras 3 policies, drivers, agents, export.
 
-One module per role: `env` (gymnasium task envs as TF-Agents environments), `policies`
-(TFPolicies over keras_meta's Keras 3 policies), `drivers` (collection, RL² trials,
-MAML-RL adaptation on driver data) and `export` (PolicySaver).
+One module per role: `env` (gymnasium task envs as TF-Agents environments, task-batched
+ones), `graph_env` (in-graph task envs), `policies` (TFPolicies over keras_meta's Keras 3
+policies, MAML-RL's task-batched collect policy), `drivers` (collection, RL² trials,
+`Trajectory` batches as rollout buffers, MAML-RL adaptation on driver data), `agents`
+(`MAMLAgent`, `RL2Agent`) and `export` (PolicySaver).
 
 Import this module explicitly (`from keras_meta.integrations import tf_agents as kmtfa`);
 `import keras_meta` never imports tf_agents, tensorflow_probability or tf_keras.
@@ -35,14 +37,14 @@ def _require_legacy_keras_flag():
 _require_legacy_keras_flag()
 
 # The submodules import tf_agents, so they come after the flag is settled.
-from keras_meta.integrations.tf_agents.agents import (  # noqa: E402
-    MAMLAgent, RL2Agent, TaskBatchedPolicy, set_tasks, task_batched_env)
+from keras_meta.integrations.tf_agents.agents import MAMLAgent, RL2Agent  # noqa: E402
 from keras_meta.integrations.tf_agents.drivers import (  # noqa: E402
     TrialDriver, collect_episodes, collect_steps, driver_adapt, trajectories_to_rollouts)
-from keras_meta.integrations.tf_agents.env import GymnasiumPyEnvironment, specs_for, tf_env  # noqa: E402
+from keras_meta.integrations.tf_agents.env import (  # noqa: E402
+    GymnasiumPyEnvironment, set_tasks, specs_for, task_batched_env, tf_env)
 from keras_meta.integrations.tf_agents.export import export_policy  # noqa: E402
 from keras_meta.integrations.tf_agents.graph_env import GraphTFEnvironment  # noqa: E402
-from keras_meta.integrations.tf_agents.policies import KerasPolicy, RL2KerasPolicy  # noqa: E402
+from keras_meta.integrations.tf_agents.policies import KerasPolicy, RL2KerasPolicy, TaskBatchedPolicy  # noqa: E402
 
 __all__ = ["GraphTFEnvironment", "GymnasiumPyEnvironment", "KerasPolicy", "MAMLAgent", "RL2Agent", "RL2KerasPolicy",
            "TaskBatchedPolicy", "TrialDriver", "collect_episodes", "collect_steps", "driver_adapt", "export_policy",

@@ -28,67 +28,13 @@ cannot be placed on an accelerator as a whole.
 import numpy as np
 import tensorflow as tf
 from tf_agents.agents import tf_agent
-from tf_agents.environments import batched_py_environment, tf_py_environment
-from tf_agents.policies import tf_policy
-from tf_agents.trajectories import policy_step
 
 from keras_meta._validation import check_learning_rate, check_positive_int, check_seed
 from keras_meta.integrations.tf_agents.drivers import trajectories_to_rollouts
-from keras_meta.integrations.tf_agents.env import GymnasiumPyEnvironment, specs_for
-from keras_meta.integrations.tf_agents.policies import KerasPolicy, RL2KerasPolicy
-from keras_meta.rl.envs import as_task_env
+from keras_meta.integrations.tf_agents.env import specs_for
+from keras_meta.integrations.tf_agents.policies import KerasPolicy, RL2KerasPolicy, TaskBatchedPolicy
 from keras_meta.rl.maml_rl import MAMLRL, Batch
 from keras_meta.rl.rl2 import RL2, episode_returns_in_trial
-
-
-def task_batched_env(env, num_tasks, rows_per_task=1, discount=1.0):
-    """A `TFPyEnvironment` of `num_tasks * rows_per_task` copies of a host task environment.
-
-    Row `b` is meant to run task `b // rows_per_task` (see `set_tasks`), the layout the
-    agents expect. The copies step one after another in this process.
-
-    Args:
-        env: A task environment with `clone()` (e.g. `keras_meta.rl.Navigation2D`).
-        num_tasks: Tasks per batch.
-        rows_per_task: Rows (episodes or trials collected in parallel) per task.
-        discount: Discount of ordinary transitions.
-
-    Returns:
-        A batched `TFPyEnvironment`.
-    """
-    num_tasks = check_positive_int(num_tasks, "num_tasks")
-    rows_per_task = check_positive_int(rows_per_task, "rows_per_task")
-    env = as_task_env(env)
-    if not hasattr(env, "clone"):
-        raise TypeError(f"Expected a task environment with clone(). Received: env of type {type(env).__name__}")
-    copies = [GymnasiumPyEnvironment(env.clone(), discount) for _ in range(num_tasks * rows_per_task)]
-    return tf_py_environment.TFPyEnvironment(
-        batched_py_environment.BatchedPyEnvironment(copies, multithreading=False))
-
-
-def set_tasks(env, tasks, rows_per_task=1):
-    """Gives row `b` of a batched environment the task `tasks[b // rows_per_task]`.
-
-    Args:
-        env: A `TFPyEnvironment` from `task_batched_env`, or an in-graph
-            `GraphTFEnvironment` built with `envs_per_task=rows_per_task`.
-        tasks: Host task dicts (as `sample_tasks` of the host env returns them), one per
-            group of `rows_per_task` rows.
-        rows_per_task: Rows per task.
-
-    Raises:
-        ValueError: If `len(tasks) * rows_per_task` is not the batch size.
-    """
-    rows_per_task = check_positive_int(rows_per_task, "rows_per_task")
-    tasks = list(tasks)
-    if len(tasks) * rows_per_task != env.batch_size:
-        raise ValueError(f"Expected len(tasks) * rows_per_task = env.batch_size = {env.batch_size}. Received: "
-                         f"{len(tasks)} tasks x rows_per_task={rows_per_task}")
-    if hasattr(env, "graph_env"):  # in-graph: one task row per task, rows task-major as here
-        env.set_tasks(env.graph_env.encode_tasks(tasks))
-        return
-    for sub, task in zip(env.pyenv.envs, [task for task in tasks for _ in range(rows_per_task)]):
-        sub.set_task(task)
 
 
 class _LearnerAgent(tf_agent.TFAgent):
@@ -176,76 +122,6 @@ class _LearnerAgent(tf_agent.TFAgent):
 
     def _train_eagerly(self, experience):
         raise NotImplementedError
-
-
-class TaskBatchedPolicy(tf_policy.TFPolicy):
-    """MAML-RL's collect policy: row `b` acts with the fast weights of task `b // rows_per_task`.
-
-    The per-task weights are variables `[num_tasks, ...]` (one per policy weight), which
-    `MAMLAgent.train` and `MAMLAgent.adapt` set. Actions come from the learner's own
-    sampler (`MAMLRL.act`, which `MAMLRL.collect` samples with), with the stateless seed
-    `(seed, counter)`, the counter advancing at every call (boundary steps included), as
-    `MAMLRL.collect` numbers its vector steps: from the same weights, tasks and seed, both
-    sample the same actions.
-
-    Args:
-        learner: The `MAMLRL` learner.
-        time_step_spec, action_spec: The environment's specs.
-        num_tasks: Tasks per batch.
-        rows_per_task: Rows per task; the batch size is `num_tasks * rows_per_task`.
-        deterministic: Take the mean / greedy action.
-        seed: Start of the sampling stream.
-    """
-
-    def __init__(self, learner, time_step_spec, action_spec, num_tasks, rows_per_task, deterministic=False,
-                 seed=0):
-        super().__init__(time_step_spec, action_spec, clip=False)
-        self._learner = learner
-        self._num_tasks, self._rows = int(num_tasks), int(rows_per_task)
-        self._deterministic = bool(deterministic)
-        self._fast = [tf.Variable(w, trainable=False, name=f"fast_weights_{i}")
-                      for i, w in enumerate(learner.stack_weights(learner.policy.weights_list(), self._num_tasks))]
-        self._counter = tf.Variable([int(seed), 0], dtype=tf.int64, trainable=False, name="seed_counter")
-
-    @property
-    def num_tasks(self):
-        return self._num_tasks
-
-    @property
-    def rows_per_task(self):
-        return self._rows
-
-    def fast_weights(self):
-        """The per-task weights, tensors `[num_tasks, ...]`."""
-        return [tf.identity(v) for v in self._fast]
-
-    def set_fast_weights(self, stacked):
-        """Sets the per-task weights (tensors `[num_tasks, ...]`)."""
-        for variable, value in zip(self._fast, stacked):
-            variable.assign(value)
-
-    def reset(self, seed):
-        """Back to the meta-weights for every task, sampling stream restarted at `(seed, 0)`."""
-        self.set_fast_weights(self._learner.stack_weights(self._learner.policy.weights_list(), self._num_tasks))
-        self.restart_stream(seed)
-
-    def restart_stream(self, seed):
-        self._counter.assign([int(seed) % (2**31 - 1), 0])
-
-    def _variables(self):
-        return self._fast + [self._counter]
-
-    def _action(self, time_step, policy_state, seed):
-        del seed  # the stream is the counter's (see the class docstring)
-        obs = tf.reshape(tf.cast(time_step.observation, tf.float32), [self._num_tasks, self._rows, -1])
-        actions = self._learner.act(self.fast_weights(), obs, tf.identity(self._counter), self._deterministic)
-        if not self._deterministic:
-            self._counter.assign_add([0, 1])
-        shape = tf.concat([[self._num_tasks * self._rows], self.action_spec.shape], 0)
-        return policy_step.PolicyStep(tf.cast(tf.reshape(actions, shape), self.action_spec.dtype), policy_state, ())
-
-    def _distribution(self, time_step, policy_state):
-        raise NotImplementedError("TaskBatchedPolicy samples directly; use action().")
 
 
 class MAMLAgent(_LearnerAgent):

@@ -1,12 +1,13 @@
-"""Gymnasium task environments as TF-Agents environments."""
+"""Gymnasium task environments as TF-Agents environments, one or task-batched."""
 
 import numpy as np
 from gymnasium import spaces
-from tf_agents.environments import py_environment, tf_py_environment
+from tf_agents.environments import batched_py_environment, py_environment, tf_py_environment
 from tf_agents.specs import array_spec, tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from keras_meta.rl.envs import _find_attr, _LocatedErrors, check_task_env
+from keras_meta._validation import check_positive_int
+from keras_meta.rl.envs import _find_attr, _LocatedErrors, as_task_env, check_task_env
 
 
 def _array_spec(space, name):
@@ -90,3 +91,53 @@ def specs_for(env):
     """`(time_step_spec, action_spec)` as tensor specs for a gymnasium task env."""
     py_env = GymnasiumPyEnvironment(env)
     return (tensor_spec.from_spec(py_env.time_step_spec()), tensor_spec.from_spec(py_env.action_spec()))
+
+
+def task_batched_env(env, num_tasks, rows_per_task=1, discount=1.0):
+    """A `TFPyEnvironment` of `num_tasks * rows_per_task` copies of a host task environment.
+
+    Row `b` is meant to run task `b // rows_per_task` (see `set_tasks`), the layout the
+    agents expect. The copies step one after another in this process.
+
+    Args:
+        env: A task environment with `clone()` (e.g. `keras_meta.rl.Navigation2D`).
+        num_tasks: Tasks per batch.
+        rows_per_task: Rows (episodes or trials collected in parallel) per task.
+        discount: Discount of ordinary transitions.
+
+    Returns:
+        A batched `TFPyEnvironment`.
+    """
+    num_tasks = check_positive_int(num_tasks, "num_tasks")
+    rows_per_task = check_positive_int(rows_per_task, "rows_per_task")
+    env = as_task_env(env)
+    if not hasattr(env, "clone"):
+        raise TypeError(f"Expected a task environment with clone(). Received: env of type {type(env).__name__}")
+    copies = [GymnasiumPyEnvironment(env.clone(), discount) for _ in range(num_tasks * rows_per_task)]
+    return tf_py_environment.TFPyEnvironment(
+        batched_py_environment.BatchedPyEnvironment(copies, multithreading=False))
+
+
+def set_tasks(env, tasks, rows_per_task=1):
+    """Gives row `b` of a batched environment the task `tasks[b // rows_per_task]`.
+
+    Args:
+        env: A `TFPyEnvironment` from `task_batched_env`, or an in-graph
+            `GraphTFEnvironment` built with `envs_per_task=rows_per_task`.
+        tasks: Host task dicts (as `sample_tasks` of the host env returns them), one per
+            group of `rows_per_task` rows.
+        rows_per_task: Rows per task.
+
+    Raises:
+        ValueError: If `len(tasks) * rows_per_task` is not the batch size.
+    """
+    rows_per_task = check_positive_int(rows_per_task, "rows_per_task")
+    tasks = list(tasks)
+    if len(tasks) * rows_per_task != env.batch_size:
+        raise ValueError(f"Expected len(tasks) * rows_per_task = env.batch_size = {env.batch_size}. Received: "
+                         f"{len(tasks)} tasks x rows_per_task={rows_per_task}")
+    if hasattr(env, "graph_env"):  # in-graph: one task row per task, rows task-major as here
+        env.set_tasks(env.graph_env.encode_tasks(tasks))
+        return
+    for sub, task in zip(env.pyenv.envs, [task for task in tasks for _ in range(rows_per_task)]):
+        sub.set_task(task)

@@ -1,4 +1,5 @@
-"""TF-Agents `TFPolicy`s over keras_meta's Keras 3 policies (MAML-RL's and RL²'s)."""
+"""TF-Agents `TFPolicy`s over keras_meta's Keras 3 policies (MAML-RL's and RL²'s), and MAML-RL's
+task-batched collect policy."""
 
 import tensorflow as tf
 from tf_agents.policies import tf_policy
@@ -138,3 +139,73 @@ class RL2KerasPolicy(_KerasBackedPolicy):
         action = tf.reshape(tf.cast(action, self.action_spec.dtype),
                             tf.concat([tf.shape(reward), self.action_spec.shape], 0))
         return policy_step.PolicyStep(action, state, ())
+
+
+class TaskBatchedPolicy(tf_policy.TFPolicy):
+    """MAML-RL's collect policy: row `b` acts with the fast weights of task `b // rows_per_task`.
+
+    The per-task weights are variables `[num_tasks, ...]` (one per policy weight), which
+    `MAMLAgent.train` and `MAMLAgent.adapt` set. Actions come from the learner's own
+    sampler (`MAMLRL.act`, which `MAMLRL.collect` samples with), with the stateless seed
+    `(seed, counter)`, the counter advancing at every call (boundary steps included), as
+    `MAMLRL.collect` numbers its vector steps: from the same weights, tasks and seed, both
+    sample the same actions.
+
+    Args:
+        learner: The `MAMLRL` learner.
+        time_step_spec, action_spec: The environment's specs.
+        num_tasks: Tasks per batch.
+        rows_per_task: Rows per task; the batch size is `num_tasks * rows_per_task`.
+        deterministic: Take the mean / greedy action.
+        seed: Start of the sampling stream.
+    """
+
+    def __init__(self, learner, time_step_spec, action_spec, num_tasks, rows_per_task, deterministic=False,
+                 seed=0):
+        super().__init__(time_step_spec, action_spec, clip=False)
+        self._learner = learner
+        self._num_tasks, self._rows = int(num_tasks), int(rows_per_task)
+        self._deterministic = bool(deterministic)
+        self._fast = [tf.Variable(w, trainable=False, name=f"fast_weights_{i}")
+                      for i, w in enumerate(learner.stack_weights(learner.policy.weights_list(), self._num_tasks))]
+        self._counter = tf.Variable([int(seed), 0], dtype=tf.int64, trainable=False, name="seed_counter")
+
+    @property
+    def num_tasks(self):
+        return self._num_tasks
+
+    @property
+    def rows_per_task(self):
+        return self._rows
+
+    def fast_weights(self):
+        """The per-task weights, tensors `[num_tasks, ...]`."""
+        return [tf.identity(v) for v in self._fast]
+
+    def set_fast_weights(self, stacked):
+        """Sets the per-task weights (tensors `[num_tasks, ...]`)."""
+        for variable, value in zip(self._fast, stacked):
+            variable.assign(value)
+
+    def reset(self, seed):
+        """Back to the meta-weights for every task, sampling stream restarted at `(seed, 0)`."""
+        self.set_fast_weights(self._learner.stack_weights(self._learner.policy.weights_list(), self._num_tasks))
+        self.restart_stream(seed)
+
+    def restart_stream(self, seed):
+        self._counter.assign([int(seed) % (2**31 - 1), 0])
+
+    def _variables(self):
+        return self._fast + [self._counter]
+
+    def _action(self, time_step, policy_state, seed):
+        del seed  # the stream is the counter's (see the class docstring)
+        obs = tf.reshape(tf.cast(time_step.observation, tf.float32), [self._num_tasks, self._rows, -1])
+        actions = self._learner.act(self.fast_weights(), obs, tf.identity(self._counter), self._deterministic)
+        if not self._deterministic:
+            self._counter.assign_add([0, 1])
+        shape = tf.concat([[self._num_tasks * self._rows], self.action_spec.shape], 0)
+        return policy_step.PolicyStep(tf.cast(tf.reshape(actions, shape), self.action_spec.dtype), policy_state, ())
+
+    def _distribution(self, time_step, policy_state):
+        raise NotImplementedError("TaskBatchedPolicy samples directly; use action().")
