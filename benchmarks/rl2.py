@@ -11,6 +11,11 @@ adaptation episodes on the benchmark's held-out test tasks).
     python benchmarks/rl2.py --iterations 40 --rl2-iterations 200 --meta-batch-size 10 --episodes 10 \
         --trials-per-task 4 --rl2-minibatches 4 --eval-tasks 10 --seeds 3   # the RESULTS.md run
     python benchmarks/rl2.py --ml1 --skip-navigation --iterations 10   # ML1 reach-v3 only (needs metaworld)
+    python benchmarks/rl2.py --skip-maml --policy snail --quick   # RL² with SNAIL's blocks instead of the GRU
+
+`--policy snail` trains the same RL² (PPO over trials) with `SNAILPolicy`, which reads the
+whole trial through SNAIL's causal TC and attention blocks at every step (the paper's
+meta-RL agent); `benchmarks/snail_rl.py` compares the two on Bernoulli bandits.
 
 RL² is built with an initial action std equal to the action bound, a value-target
 `reward_scale` and, for navigation, policy `input_scale=(2, 10, 10, 1)`; without these it
@@ -22,9 +27,10 @@ import math
 import time
 
 import keras
+from gymnasium import spaces
 
 from keras_meta import evaluation
-from keras_meta.rl import (MAMLRL, RL2, GaussianPolicy, MetaWorldML1, Navigation2D, RL2Policy,
+from keras_meta.rl import (MAMLRL, RL2, GaussianPolicy, MetaWorldML1, Navigation2D, RL2Policy, SNAILPolicy,
                            meta_evaluate_episodes, metaworld_available)
 
 
@@ -36,12 +42,27 @@ def _maml_rl(env, horizon, seed):
     return MAMLRL(GaussianPolicy(body, act_dim), env, inner_lr=0.1, rescale_actions=True, horizon=horizon, seed=seed)
 
 
+def _rl2_policy(env, args, input_scale, trial_steps):
+    """The RL² policy `--policy` names: `RL2Policy` (GRU) or `SNAILPolicy` reading `trial_steps` steps."""
+    log_std_init = 0.0
+    if isinstance(env.action_space, spaces.Box):
+        # Initial std = the action bound (0.1 for navigation, 1 for Meta-World): with the
+        # default std 1 a navigation action is clipped noise and the mean barely matters.
+        log_std_init = math.log(float(max(abs(env.action_space.low).max(), abs(env.action_space.high).max())))
+    if args.policy == "snail":
+        return SNAILPolicy.for_env(env, max_steps=trial_steps, hidden_units=tuple(args.rl2_hidden),
+                                   log_std_init=log_std_init, input_scale=input_scale)
+    return RL2Policy.for_env(env, units=args.rl2_units, hidden_units=tuple(args.rl2_hidden),
+                             log_std_init=log_std_init, input_scale=input_scale)
+
+
+def _rl2_label(args):
+    core = "SNAIL" if args.policy == "snail" else f"GRU-{args.rl2_units}"
+    return f"RL2 ({core}, PPO)"
+
+
 def _rl2(env, horizon, args, reward_scale, input_scale):
-    # Initial std = the action bound (0.1 for navigation, 1 for Meta-World): with the
-    # default std 1 a navigation action is clipped noise and the mean barely matters.
-    bound = float(max(abs(env.action_space.low).max(), abs(env.action_space.high).max()))
-    policy = RL2Policy.for_env(env, units=args.rl2_units, hidden_units=tuple(args.rl2_hidden),
-                               log_std_init=math.log(bound), input_scale=input_scale)
+    policy = _rl2_policy(env, args, input_scale, args.episodes_per_trial * horizon)
     return RL2(policy, env, episodes_per_trial=args.episodes_per_trial, horizon=horizon, gamma=0.99,
                gae_lambda=0.95, ppo_epochs=args.rl2_ppo_epochs, minibatches=args.rl2_minibatches,
                entropy_coef=args.rl2_entropy, reward_scale=reward_scale,
@@ -57,7 +78,7 @@ def _run(name, env, eval_env, args, horizon, reward_scale, input_scale):
     learners = {}
     if not args.skip_maml:
         learners["MAML-RL (TRPO)"] = _maml_rl(env, horizon, args.seed)
-    learners[f"RL2 (GRU-{args.rl2_units}, PPO)"] = _rl2(env, horizon, args, reward_scale, input_scale)
+    learners[_rl2_label(args)] = _rl2(env, horizon, args, reward_scale, input_scale)
     seeds = list(range(args.seeds))
     print(f"\n=== {name}: horizon {horizon}, {args.iterations} (MAML-RL) / {args.rl2_iterations} (RL2) "
           f"meta-iterations x {args.meta_batch_size} tasks, evaluation on {args.eval_tasks} held-out tasks x "
@@ -137,6 +158,8 @@ def main():
                         help="RL2 PPO iterations (default: --iterations; 0: untrained)")
     parser.add_argument("--rl2-lr", type=float, default=1e-3)
     parser.add_argument("--rl2-units", type=int, default=64)
+    parser.add_argument("--policy", choices=["gru", "snail"], default="gru",
+                        help="RL2's policy: the GRU (RL2Policy) or SNAIL's blocks over the trial (SNAILPolicy)")
     parser.add_argument("--rl2-hidden", type=int, nargs="*", default=[])
     parser.add_argument("--rl2-ppo-epochs", type=int, default=4)
     parser.add_argument("--rl2-minibatches", type=int, default=2)
