@@ -105,3 +105,27 @@ def gradient_kernels():
         if not callable(getattr(module, name, None)) or getattr(caller, alias, None) is not module:
             raise _missing(f"{module.__name__}.{name}, called by {caller.__name__}")
     return {(module, name) for module, name, _, _ in kernels}
+
+
+def encode_structure(nested):
+    """TensorFlow's `nested_structure_coder.encode_structure` (a `StructuredValue` proto of
+    a nest of specs), which TF-Agents' `tensor_spec.to_pbtxt_file` writes the policy specs
+    with; TensorFlow exports it only under `tf.__internal__`."""
+    encode = getattr(getattr(getattr(tf, "__internal__", None), "saved_model", None),
+                     "encode_structure", None)
+    if not callable(encode):
+        raise _missing("tf.__internal__.saved_model.encode_structure")
+    return encode(nested)
+
+
+def optimization_barrier():
+    """TensorFlow's `xla.optimization_barrier(*tensors)` (XLA's `opt-barrier`: its inputs
+    are computed into buffers before any reader, never fused into one); TensorFlow exports
+    it only from `tensorflow.compiler.tf2xla.python.xla`."""
+    try:
+        from tensorflow.compiler.tf2xla.python import xla
+    except ImportError:
+        raise _missing("tensorflow.compiler.tf2xla.python.xla") from None
+    if not callable(getattr(xla, "optimization_barrier", None)):
+        raise _missing("tensorflow.compiler.tf2xla.python.xla.optimization_barrier")
+    return xla.optimization_barrier

@@ -64,3 +64,10 @@ def test_a_missing_symbol_fails_loudly(monkeypatch):
     monkeypatch.delattr(nn, "_compute_moments")
     with pytest.raises(RuntimeError, match=r"_compute_moments.*Expected TensorFlow 2.21"):
         _compat.keras_tf_nn()
+
+
+def test_encode_structure():
+    # export.py writes TF-Agents' policy_specs.pbtxt with it.
+    spec = {"weights_0": tf.TensorSpec([3], tf.float32, name="weights_0")}
+    proto = _compat.encode_structure(spec)
+    assert tf.__internal__.saved_model.decode_proto(proto) == spec
