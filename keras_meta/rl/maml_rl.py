@@ -632,7 +632,11 @@ class MAMLRL(RLLearner):
 
         Signatures `adapt(observations, actions, advantages)` (one inner policy-gradient
         step from the meta-weights on one task's transitions), `action(observation,
-        weights_0, ...)` and `action_meta(observation)`: see
+        weights_0, ...)` and `action_meta(observation)`, and a TF-Agents policy in
+        `PolicySaver`'s conventions (`action(time_step, policy_state)`,
+        `get_initial_state`, `adapt_state`, `get_train_step`, `get_metadata`, with
+        `policy_specs.pbtxt`) whose policy state is the adapted weights, one set per batch
+        row, so TF-Agents' `SavedModelPyTFEagerPolicy` drives the adapted policy: see
         `keras_meta.export.export_adaptive_policy`.
 
         Args:
