@@ -8,9 +8,18 @@ goals with alpha for every step, and with the paper's alpha then alpha / 2.
 
     python benchmarks/maml_rl.py --quick                # a few iterations, small evaluation
     python benchmarks/maml_rl.py                        # full navigation run
+    python benchmarks/maml_rl.py --graph --fvp-subsample 5 --select-best --iterations 100 --seed 0 1 2
+        # the RESULTS.md 3-seed table: per-goal 95% CIs per seed, a t-interval over the seeds
     python benchmarks/maml_rl.py --env halfcheetah-dir --iterations 20
     python benchmarks/maml_rl.py --env halfcheetah-dir --horizon 100 --iterations 100 --meta-batch-size 10 \
         --episodes 10 --eval-tasks 20   # the RESULTS.md run
+
+Each trained policy is evaluated on its held-out goals (the last iteration's and, with
+`--select-best`, the one selected); figures are means over goals with 95% Student-t
+intervals over the goals, and with several seeds a t-interval over the seed means.
+`--graph` trains with `GraphMetaIteration` on `GraphNavigation2D` (evaluation steps the
+host env); `--fvp-subsample k` computes TRPO's Fisher-vector products on every k-th step,
+an approximation of exact TRPO (the line search still checks the KL on all samples).
 
 Speed of one navigation meta-iteration of the paper's size (20 tasks x 20 episodes x 100
 steps, TRPO, 100-100 policy), each path in its own process, one after the other, medians
@@ -49,10 +58,46 @@ import numpy as np
 ENVS = {"navigation": "Navigation2D", "halfcheetah-dir": "HalfCheetahDir", "halfcheetah-vel": "HalfCheetahVel"}
 
 
+def evaluate_per_goal(learner, tasks, episodes, inner_lrs):
+    """`learner.meta_evaluate`'s returns after 0..3 steps with the per-goal returns behind them.
+
+    Returns:
+        `{steps: float64 [goals]}`, each goal's mean return over its episodes; their means
+        are `meta_evaluate`'s figures (checked).
+    """
+    per_collection = []
+    collect = learner.collect
+
+    def recording(*args, **kwargs):
+        buffer = collect(*args, **kwargs)
+        per_collection.append(buffer.episode_returns())
+        return buffer
+
+    # meta_evaluate collects once per step count in order; this instance attribute shadows
+    # the method for the call so the per-goal figures are those of the same episodes.
+    learner.collect = recording
+    try:
+        means = learner.meta_evaluate(tasks, steps=[0, 1, 2, 3], episodes=episodes, seed=1, inner_lrs=inner_lrs)
+    finally:
+        del learner.collect
+    per_goal = dict(zip(sorted(means), per_collection))
+    for k, mean in means.items():
+        if not np.isclose(per_goal[k].mean(), mean, rtol=1e-6, atol=1e-6):
+            raise RuntimeError(f"per-goal returns after {k} steps average {per_goal[k].mean()}, not {mean}")
+    return per_goal
+
+
 def evaluate_both(learner, tasks, episodes, alpha):
-    """Returns after 0..3 steps at step size alpha throughout, and with the paper's alpha, alpha / 2, alpha / 2."""
-    return [learner.meta_evaluate(tasks, steps=[0, 1, 2, 3], episodes=episodes, seed=1, inner_lrs=lrs)
-            for lrs in ([alpha] * 3, [alpha, alpha / 2, alpha / 2])]
+    """Per-goal returns after 0..3 steps at alpha throughout, and with the paper's alpha, alpha / 2, alpha / 2."""
+    return [evaluate_per_goal(learner, tasks, episodes, lrs) for lrs in ([alpha] * 3, [alpha, alpha / 2, alpha / 2])]
+
+
+def with_ci(values):
+    """`mean ± half-width` of a 95% Student-t interval (`keras_meta.evaluation.confidence_interval`)."""
+    from keras_meta.evaluation import confidence_interval
+
+    mean, half = confidence_interval(values)
+    return f"{mean:.2f} ± {half:.2f}"
 
 
 def _speed_worker(path, iterations, fvp_subsample, tree):
@@ -172,7 +217,12 @@ def main():
     parser.add_argument("--speed-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--gpu-check", action="store_true", help="benchmarks/gpu_check.sh's RL part")
     parser.add_argument("--baseline-tree", default=None, help="source tree of the code before the change (--speed)")
-    parser.add_argument("--fvp-subsample", type=int, default=1, help="also time FVPs on every k-th step (--speed)")
+    parser.add_argument("--fvp-subsample", type=int, default=1,
+                        help="Fisher-vector products on every k-th step (MAMLRL's fvp_subsample) for training; "
+                             "with --speed, also time those paths with k")
+    parser.add_argument("--graph", action="store_true",
+                        help="train navigation with GraphMetaIteration (the whole iteration in one tf.function "
+                             "over GraphNavigation2D); evaluation steps the host env")
     parser.add_argument("--paths", default=None,
                         help="comma-separated subset of the --speed paths as path:k, e.g. host:5,graph:5")
     parser.add_argument("--env", default="navigation", choices=sorted(ENVS))
@@ -183,14 +233,18 @@ def main():
     parser.add_argument("--eval-tasks", type=int, default=None)
     parser.add_argument("--horizon", type=int, default=None, help="episode length (default: the env's)")
     parser.add_argument("--outer", default="trpo", choices=["trpo", "ppo"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="training seeds, run one after the other; with several, a table across seeds")
     parser.add_argument("--inner-lr", type=float, default=0.1)
     parser.add_argument("--eval-every", type=int, default=0,
                         help="also evaluate on the held-out tasks every this many iterations (0: only at the end)")
+    parser.add_argument("--train-seconds", type=float, default=None,
+                        help="stop meta-training a seed once its iterations have taken this many seconds "
+                             "(the last iteration's policy is then the one evaluated as fixed-iteration)")
     parser.add_argument("--select-best", action="store_true",
                         help="evaluate the policy of the meta-iteration with the best post-update training return "
                              "(the MAML paper's protocol, appendix A.2), not the last one")
-    parser.add_argument("--save", default=None, help="write the meta-trained policy to this .keras file")
+    parser.add_argument("--save", default=None, help="write the last iteration's policy to this .keras file")
     parser.add_argument("--env-action-units", action="store_true",
                         help="policy acts in env units, clipped to the bounds (default: rescaled from [-1, 1], "
                              "rllab's normalize as in the paper's code)")
@@ -202,7 +256,22 @@ def main():
     if args.speed:
         args.iterations = args.iterations or 5
         return speed(args)
-    from keras_meta.rl import MAMLRL, GaussianPolicy
+    navigation = args.env == "navigation"
+    if args.graph and not navigation:
+        parser.error(f"--graph trains on the in-graph navigation env only. Received: --env {args.env}")
+    summaries = [train_and_evaluate(args, seed) for seed in args.seed]
+    if navigation and len(summaries) > 1:
+        print_seed_table(summaries)
+
+
+def train_and_evaluate(args, seed):
+    """Meta-trains one seed, evaluates it on its held-out goals and prints the figures.
+
+    Returns:
+        `{"policies": {label: (per-goal returns at alpha throughout, with alpha then alpha / 2)}}`
+        (labels `"iteration N"` and, with `--select-best`, `"selected"`) with the seed, the
+        selected iteration and the iteration times.
+    """
     import keras_meta.rl as rl
 
     navigation = args.env == "navigation"
@@ -210,50 +279,87 @@ def main():
     meta_batch = args.meta_batch_size or (20 if navigation else (10 if args.quick else 40))
     episodes = args.episodes or (20 if navigation else (10 if args.quick else 20))
     eval_tasks = args.eval_tasks or (10 if args.quick else 40)
-    keras.utils.set_random_seed(args.seed)  # the policy's initial weights
+    keras.utils.set_random_seed(seed)  # the policy's initial weights
     env_class = getattr(rl, ENVS[args.env])
     env = env_class() if args.horizon is None else env_class(horizon=args.horizon)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     body = keras.Sequential([keras.Input((obs_dim,)), keras.layers.Dense(100, activation="relu"),
                              keras.layers.Dense(100, activation="relu"), keras.layers.Dense(act_dim)])
-    learner = MAMLRL(GaussianPolicy(body, act_dim), env, inner_lr=args.inner_lr, outer=args.outer, seed=args.seed,
-                     rescale_actions=not args.env_action_units)
-    print(f"env={args.env} horizon={env.horizon} iterations={iterations} meta_batch={meta_batch} "
-          f"episodes={episodes} outer={args.outer} inner_lr={args.inner_lr} rescale_actions={learner.rescale_actions}")
-    tasks = env.sample_tasks(eval_tasks, seed=10_000 + args.seed)
-    train_time = 0.0
-    best_return, best_iteration, best_weights = -np.inf, None, None
+    learner = rl.MAMLRL(rl.GaussianPolicy(body, act_dim), env, inner_lr=args.inner_lr, outer=args.outer, seed=seed,
+                        rescale_actions=not args.env_action_units, fvp_subsample=args.fvp_subsample)
+    if args.graph:
+        from keras_meta.rl.graph_iteration import GraphMetaIteration
+
+        # Training on the in-graph twin of the env; evaluation below steps the host env.
+        step = GraphMetaIteration(learner, rl.GraphNavigation2D(env.horizon), meta_batch, episodes)
+    else:
+        step = lambda: {k: v[0] for k, v in learner.fit(epochs=1, meta_batch_size=meta_batch,
+                                                        episodes_per_task=episodes, verbose=0).history.items()}
+    print(f"env={args.env} seed={seed} horizon={env.horizon} iterations={iterations} meta_batch={meta_batch} "
+          f"episodes={episodes} outer={args.outer} inner_lr={args.inner_lr} fvp_subsample={args.fvp_subsample} "
+          f"path={'graph' if args.graph else 'host'} rescale_actions={learner.rescale_actions}", flush=True)
+    tasks = env.sample_tasks(eval_tasks, seed=10_000 + seed)
+    times, best_return, best_iteration, best_weights = [], -np.inf, None, None
     for it in range(iterations):
+        if args.train_seconds is not None and sum(times) >= args.train_seconds:
+            print(f"training budget of {args.train_seconds:g}s spent after {it} meta-iterations", flush=True)
+            break
         t0 = time.perf_counter()
         # The iteration's returns are those of the policy it started from, before its outer step.
         weights_before = learner.policy.get_weights() if args.select_best else None
-        logs = learner.fit(epochs=1, meta_batch_size=meta_batch, episodes_per_task=episodes, verbose=0).history
-        train_time += time.perf_counter() - t0
-        print(f"iter {it + 1:4d}  pre {logs['pre_return'][0]:9.2f}  post {logs['post_return'][0]:9.2f}  "
-              f"kl {logs['kl'][0]:.4f}  {time.perf_counter() - t0:6.1f}s", flush=True)
-        if args.select_best and logs["post_return"][0] > best_return:
-            best_return, best_iteration, best_weights = logs["post_return"][0], it + 1, weights_before
+        logs = step()
+        times.append(time.perf_counter() - t0)
+        print(f"iter {it + 1:4d}  pre {logs['pre_return']:9.2f}  post {logs['post_return']:9.2f}  "
+              f"kl {logs['kl']:.4f}  {times[-1]:6.1f}s  load {os.getloadavg()[0]:5.2f}", flush=True)
+        if args.select_best and logs["post_return"] > best_return:
+            best_return, best_iteration, best_weights = logs["post_return"], it + 1, weights_before
         if args.eval_every and (it + 1) % args.eval_every == 0 and it + 1 < iterations:
             for label, interim in zip(("alpha", "alpha then alpha/2"),
                                       evaluate_both(learner, tasks, episodes, args.inner_lr)):
                 print(f"eval after {it + 1} iterations, step sizes {label}: "
-                      + " / ".join(f"{v:.2f}" for v in interim.values()), flush=True)
-    if args.select_best:
-        learner.policy.set_weights(best_weights)
-        print(f"evaluating the policy iteration {best_iteration} started from "
-              f"(post-update training return {best_return:.2f})")
+                      + " / ".join(f"{v.mean():.2f}" for v in interim.values()), flush=True)
+    # The first iteration traces (and on the host path the first TRPO step compiles).
+    print(f"train wall time {sum(times):.1f}s ({len(times)} meta-iterations; first {times[0]:.1f}s, "
+          f"median of the rest {statistics.median(times[1:] or times):.2f}s)", flush=True)
     if args.save:
         learner.policy.save(args.save)
-    t0 = time.perf_counter()
-    alpha = args.inner_lr
-    results, halved = evaluate_both(learner, tasks, episodes, alpha)
-    print(f"train wall time {train_time:.1f}s ({iterations} meta-iterations), eval {time.perf_counter() - t0:.1f}s")
-    print("steps                      " + "  ".join(f"{k:>8d}" for k in results))
-    print(f"return, alpha {alpha:<12g} " + "  ".join(f"{v:8.2f}" for v in results.values()))
-    print("return, alpha then alpha/2  " + "  ".join(f"{v:8.2f}" for v in halved.values()))
-    if navigation:
-        print("paper (alpha then alpha/2)  " + "  ".join(f"{v:8.1f}" for v in (-40.4, -11.7, -3.3, -3.2)))
-    print(f"post-adaptation gain (3 steps - 0 steps): {results[3] - results[0]:.2f} / {halved[3] - halved[0]:.2f}")
+    policies = [(f"iteration {len(times)}", learner.policy.get_weights())]
+    if args.select_best:
+        policies.append(("selected", best_weights))
+    summary = {"seed": seed, "times": times, "best_iteration": best_iteration, "policies": {}}
+    for label, weights in policies:
+        learner.policy.set_weights(weights)
+        t0 = time.perf_counter()
+        summary["policies"][label] = fixed, halved = evaluate_both(learner, tasks, episodes, args.inner_lr)
+        if label == "selected":
+            label = f"selected: iteration {best_iteration} (post-update training return {best_return:.2f})"
+        print(f"policy {label}, {len(tasks)} held-out tasks, eval {time.perf_counter() - t0:.1f}s; "
+              "mean ± 95% CI over the goals:")
+        print("  steps                      " + "  ".join(f"{k:>13d}" for k in fixed))
+        print(f"  return, alpha {args.inner_lr:<12g} " + "  ".join(f"{with_ci(v):>13s}" for v in fixed.values()))
+        print("  return, alpha then alpha/2  " + "  ".join(f"{with_ci(v):>13s}" for v in halved.values()))
+        if navigation:
+            print("  paper (alpha then alpha/2)  " + "  ".join(f"{v:13.1f}" for v in (-40.4, -11.7, -3.3, -3.2)))
+        print(f"  post-adaptation gain (3 steps - 0 steps): {fixed[3].mean() - fixed[0].mean():.2f} / "
+              f"{halved[3].mean() - halved[0].mean():.2f}", flush=True)
+    return summary
+
+
+def print_seed_table(summaries):
+    """Markdown rows per seed (mean ± 95% CI over goals) and across seeds (t-interval over seed means)."""
+    print("\n| policy | step sizes | seed | after 0 / 1 / 2 / 3 steps (± 95% CI) |")
+    print("| --- | --- | --- | --- |")
+    for label in summaries[0]["policies"]:
+        for protocol, name in ((1, "α, α/2, α/2"), (0, "α")):
+            for summary in summaries:
+                per_goal = summary["policies"][label][protocol]
+                print(f"| {label} | {name} | {summary['seed']} | "
+                      + " / ".join(with_ci(v) for v in per_goal.values()) + " |")
+            seed_means = [[s["policies"][label][protocol][k].mean() for s in summaries] for k in range(4)]
+            print(f"| {label} | {name} | mean of {len(summaries)} seeds | "
+                  + " / ".join(with_ci(v) for v in seed_means) + " |")
+    print("| paper | α, α/2, α/2 | | −40.4 / −11.7 / −3.3 / −3.2 |")
+    print("selected iterations: " + ", ".join(f"seed {s['seed']}: {s['best_iteration']}" for s in summaries))
 
 
 if __name__ == "__main__":
