@@ -71,3 +71,10 @@ def test_encode_structure():
     spec = {"weights_0": tf.TensorSpec([3], tf.float32, name="weights_0")}
     proto = _compat.encode_structure(spec)
     assert tf.__internal__.saved_model.decode_proto(proto) == spec
+
+
+def test_optimization_barrier():
+    # GraphSampler.sample_step keeps its draw out of XLA's fusions with it.
+    barrier = _compat.optimization_barrier()
+    doubled = tf.function(lambda x: barrier(x * 2.0, x)[0], jit_compile=True)
+    assert doubled(tf.constant([1.0, 3.0])).numpy().tolist() == [2.0, 6.0]

@@ -128,10 +128,16 @@ class FunctionCache:
         self._functions = {}
 
     def get(self, key, fn, jit, vectorize):
-        """`fn` as a tf.function (XLA when `jit`), cached per key and mode."""
+        """`fn` as a tf.function (XLA when `jit`), cached per key and mode.
+
+        AutoGraph is off: the library's step functions write their control flow as TF ops
+        (`tf.cond`, `tf.while_loop`), and converting every Keras and keras_meta function
+        they call took about half of a first `fit`'s CPU time (benchmarks/RESULTS.md).
+        """
         cache_key = (key, jit, vectorize)
         if cache_key not in self._functions:
-            self._functions[cache_key] = tf.function(fn, jit_compile=jit, reduce_retracing=True)
+            self._functions[cache_key] = tf.function(fn, jit_compile=jit, reduce_retracing=True,
+                                                     autograph=False)
         return self._functions[cache_key]
 
     def tracing_counts(self):

@@ -15,6 +15,7 @@
 import numpy as np
 import tensorflow as tf
 
+from keras_meta import _compat
 from keras_meta._validation import check_positive_int
 from keras_meta.tasks.base import TaskBatch, TaskDistribution, step_seed
 
@@ -236,7 +237,11 @@ class GraphSampler(InGraphSampler):
     def sample_step(self, step):
         from keras_meta.ops import philox
 
-        return self.sample(self.meta_batch_size, philox.derive_seed(self.seed, step))
+        batch = self.sample(self.meta_batch_size, philox.derive_seed(self.seed, step))
+        # Computed once into buffers: XLA:CPU otherwise fuses the draw (float64 sines
+        # included) into the vector-matrix products of the meta-gradient that read it,
+        # which recompute it per output element (40 times a step for the sinusoid MLP).
+        return TaskBatch(*_compat.optimization_barrier()(*batch))
 
     def sample_steps(self, first_step, count):
         # One step at a time: the trainer's graph path draws each step with `sample_step`.

@@ -549,14 +549,22 @@ class MetaTrainer(keras.Model):
             return self._graph_sampled_steps_function(steps)
         chunk = self._sampler.chunk_steps(steps)
 
-        @tf.function
+        def run_chunk(start):
+            count = tf.minimum(chunk, steps - start)
+            batches = self._sampler.sample_steps(self.task_step.value, count)
+
+            def run_step(i):
+                batch = TaskBatch(*(v[i] for v in batches))
+                self.distribute_strategy.run(self.train_step, args=(batch,))
+                return i + 1
+
+            tf.while_loop(lambda i: i < count, run_step, [tf.constant(0)])
+            return start + chunk
+
+        # AutoGraph off (execution.FunctionCache.get says why): the loops are written out.
+        @tf.function(autograph=False)
         def run_steps(unused_iterator):
-            for start in tf.range(0, steps, chunk):
-                count = tf.minimum(chunk, steps - start)
-                batches = self._sampler.sample_steps(self.task_step.value, count)
-                for i in tf.range(count):
-                    batch = TaskBatch(*(v[i] for v in batches))
-                    self.distribute_strategy.run(self.train_step, args=(batch,))
+            tf.while_loop(lambda start: start < steps, run_chunk, [tf.constant(0)])
             return {m.name: m.result() for m in self.metrics}
 
         return run_steps
@@ -566,14 +574,18 @@ class MetaTrainer(keras.Model):
         under XLA the call is one program (sampling, inner loops, outer gradient and
         update), with no host round trip. The program is kept as `_steps_program`."""
 
+        def run_step(i):
+            batch = self._sampler.sample_step(self.task_step.value)
+            self.distribute_strategy.run(self.train_step, args=(batch,))
+            return i + 1
+
         def steps_program():
-            for _ in tf.range(steps):
-                batch = self._sampler.sample_step(self.task_step.value)
-                self.distribute_strategy.run(self.train_step, args=(batch,))
+            tf.while_loop(lambda i: i < steps, run_step, [tf.constant(0)])
             return {m.name: m.result() for m in self.metrics}
 
         # Keras's placeholder iterator stays outside: XLA takes no iterator argument.
-        self._steps_program = tf.function(steps_program, jit_compile=self.jit)
+        # AutoGraph off (execution.FunctionCache.get says why): the loop is written out.
+        self._steps_program = tf.function(steps_program, jit_compile=self.jit, autograph=False)
         return lambda unused_iterator: self._steps_program()
 
     def train_step(self, data):

@@ -124,6 +124,9 @@ def test_graph_and_host_samplers_train_to_the_same_weights():
     types = op_types(xla._steps_program.get_concrete_function())
     assert not types & HOST_CALLBACKS, types & HOST_CALLBACKS
     assert types_of_train_function(host) & HOST_CALLBACKS
+    # The draw is computed once into buffers, not fused into the products that read it
+    # (which would recompute it per output element; GraphSampler.sample_step).
+    assert "XlaOptimizationBarrier" in types
     # The comparison can fail: other tasks (another run seed) give other weights.
     other = LEARNERS["maml"](mlp(seed=3))
     other.compile(optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=2,
