@@ -437,23 +437,37 @@ class RL2Policy(keras.Model):
             ValueError: For inputs or a state of another width (a `[B, 1]` input would
                 otherwise be broadcast against `input_scale`).
         """
-        z = tf.cast(x, tf.float32)
         state = tf.convert_to_tensor(state)
-        if z.shape[-1] != self.input_dim:
-            raise ValueError(f"Expected `x` to have {self.input_dim} features in the last axis (input_dim). "
-                             f"Received: x.shape={tuple(z.shape)}")
+        z = self._encode(x)
         if state.shape[-1] != self.units:
             raise ValueError(f"Expected `state` to have {self.units} units in the last axis. "
                              f"Received: state.shape={tuple(state.shape)}")
+        out, new_state = self.core_step(z, state)
+        return (*self._heads(out), new_state)
+
+    def _encode(self, x):
+        """`x` `[..., input_dim]` scaled by `input_scale` and through the encoder (float32).
+
+        Raises:
+            ValueError: For inputs of another width (a `[B, 1]` input would otherwise be
+                broadcast against `input_scale`).
+        """
+        z = tf.cast(x, tf.float32)
+        if z.shape[-1] != self.input_dim:
+            raise ValueError(f"Expected `x` to have {self.input_dim} features in the last axis (input_dim). "
+                             f"Received: x.shape={tuple(z.shape)}")
         if self._input_factors is not None:
             z = z * self._input_factors
         for layer in self.encoder:
             z = layer(z)
-        out, new_state = self.core_step(z, state)
+        return z
+
+    def _heads(self, out):
+        """`(dist, value)` of the heads on core outputs `out` `[..., features]`."""
         head = self.policy_head(out)
         if not self.discrete:
             head = tf.concat([head, tf.zeros_like(head) + tf.cast(self.log_std, head.dtype)], axis=-1)
-        return head, self.value_head(out)[..., 0], new_state
+        return head, self.value_head(out)[..., 0]
 
     def unroll(self, inputs, resets, state=None):
         """Runs `step` over a sequence, resetting the state where `resets` is true.

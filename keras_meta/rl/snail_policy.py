@@ -25,7 +25,8 @@ class SNAILPolicy(RL2Policy):
     Positions before the trial start are masked (zero inputs to the causal convolutions,
     never attended to), so a step's output equals the blocks run on the trial's inputs
     alone; a trial longer than `max_steps` is read through its last `max_steps` steps.
-    Each step runs the blocks over the window (cost grows with `max_steps`).
+    Each `step` (acting) runs the blocks over the window (cost grows with `max_steps`);
+    `unroll` from the initial state (RL2's PPO update) runs them once over each trial.
 
     Args:
         observation_dim: Size of the flattened observation.
@@ -93,6 +94,70 @@ class SNAILPolicy(RL2Policy):
             sequence = sequence * mask
         new_state = tf.concat([tf.reshape(window, [batch, self.units - 1]), count[:, None]], -1)
         return sequence[:, -1], new_state
+
+    def unroll(self, inputs, resets, state=None):
+        """`RL2Policy.unroll`, with the blocks run once over each trial where that is exact.
+
+        From the initial state (`state=None`), every trial (a reset, or the start of a
+        row, to the next reset) at most `max_steps` long is placed at the start of a
+        sequence of its own, `[trials, max_steps, features]`, and the blocks run once over
+        them: the blocks are causal, so position `t` of that pass is step `t`'s output,
+        and the zeros after a trial's end are never read by its steps. Time and memory
+        are linear in the sequence length instead of `max_steps` times it. With a given
+        `state`, or a trial longer than `max_steps` (read through a sliding window), the
+        steps run one by one as in `RL2Policy.unroll`. From the initial state the
+        returned states (the windows the steps would hold) are gathered from the encoded
+        inputs, not stepped; inside a `tf.function` that does not use them (RL2's PPO
+        update) they are pruned.
+
+        Args:
+            inputs, resets, state: As in `RL2Policy.unroll`.
+
+        Returns:
+            `(dist [B, T, P], values [B, T], states [B, T, units])`.
+        """
+        if state is not None:
+            return super().unroll(inputs, resets, state)
+        inputs = tf.convert_to_tensor(inputs, tf.float32)
+        resets = tf.convert_to_tensor(resets, tf.bool)
+        z = self._encode(inputs)
+        batch, length = tf.shape(z)[0], tf.shape(z)[1]
+        # The initial state is an empty window: each row starts a trial.
+        starts = tf.reshape(tf.concat([tf.ones_like(resets[:, :1]), resets[:, 1:]], 1), [-1])
+        flat_index = tf.range(batch * length)
+        trial = tf.cumsum(tf.cast(starts, tf.int32)) - 1
+        position = flat_index - tf.gather(tf.boolean_mask(flat_index, starts), trial)
+        states = self._window_states(z, tf.reshape(position, [batch, length]))
+
+        def one_pass():
+            where = tf.stack([trial, position], 1)
+            sequence = tf.scatter_nd(where, tf.reshape(z, [-1, self.features]),
+                                     [tf.reduce_sum(tf.cast(starts, tf.int32)), self.max_steps,
+                                      self.features])
+            for layer in self.block_layers:
+                sequence = layer(sequence)
+            out = tf.gather_nd(sequence, where)
+            dist, values = self._heads(tf.reshape(out, [batch, length, out.shape[-1]]))
+            return dist, values
+
+        def step_by_step():
+            return super(SNAILPolicy, self).unroll(inputs, resets)[:2]
+
+        dist, values = tf.cond(tf.reduce_all(position < self.max_steps), one_pass, step_by_step)
+        return dist, values, states
+
+    def _window_states(self, z, position):
+        """The state after each step, `[B, T, units]`, for encoded inputs `z` `[B, T, features]`
+        and each step's position in its trial: its last `max_steps` inputs, those before
+        the trial start zeroed, then the count of steps read."""
+        steps = self.max_steps
+        padded = tf.pad(z, [[0, 0], [steps - 1, 0], [0, 0]])
+        windows = tf.signal.frame(padded, steps, 1, axis=1)
+        valid = tf.range(steps)[None, None] >= (steps - 1 - position)[..., None]
+        windows = windows * tf.cast(valid, z.dtype)[..., None]
+        count = tf.cast(tf.minimum(position + 1, steps), z.dtype)[..., None]
+        shape = tf.concat([tf.shape(z)[:2], [steps * self.features]], 0)
+        return tf.concat([tf.reshape(windows, shape), count], -1)
 
     def get_config(self):
         config = super().get_config()

@@ -1,16 +1,19 @@
 """SNAILPolicy: SNAIL's blocks as an RL² policy (Mishra et al., 2018, meta-RL).
 
 Each step's output equals SNAIL's blocks run on the trial's inputs alone (the window and
-its masking are exact); RL2 collects with it and its PPO unroll reproduces the collected
-states; `.keras` round trip.
+its masking are exact); `unroll`'s one pass over each trial equals the step-by-step scan
+(outputs, states, gradients; eager and compiled), falling back to the scan for a given state
+or a trial longer than `max_steps`; RL2 collects with it and its PPO unroll reproduces the
+collected states; `.keras` round trip.
 """
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_meta.algorithms.snail import AttentionBlock
-from keras_meta.rl import RL2, BernoulliBandit, SNAILPolicy
+from keras_meta.rl import RL2, BernoulliBandit, RL2Policy, SNAILPolicy
 from keras_meta.rl.rl2_inputs import trial_inputs
 
 
@@ -74,3 +77,53 @@ def test_keras_round_trip(tmp_path):
     resets[:, 0] = resets[1, 3] = True
     for got, want in zip(loaded.unroll(inputs, resets), p.unroll(inputs, resets), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def layouts(p):
+    """`(name, resets [B, T], state)` layouts of `unroll`, from one trial per row to fallbacks."""
+    one = np.zeros((3, 5), bool)
+    one[:, 0] = True
+    several = np.zeros((3, 9), bool)
+    several[:, 0] = several[0, 4] = several[1, 1] = several[1, 2] = several[2, 5] = True
+    unmarked = several.copy()
+    unmarked[:, 0] = False
+    longer = np.zeros((2, 8), bool)
+    longer[:, 0] = longer[1, 6] = True
+    state = p.step(tf.ones([3, p.input_dim]), p.get_initial_state(3))[2]
+    return [("one trial per row", one, None), ("several trials per row", several, None),
+            ("rows start a trial without a reset", unmarked, None),
+            ("a trial longer than max_steps", longer, None),
+            ("a non-empty initial state", several, state)]
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_unroll_equals_the_step_by_step_scan_with_gradients(index):
+    p = policy()
+    name, resets, state = layouts(p)[index]
+    inputs = tf.constant(np.random.default_rng(index).normal(size=resets.shape + (p.input_dim,)),
+                         tf.float32)
+    weights = np.random.default_rng(9).normal(size=resets.shape + (3,)).astype(np.float32)
+
+    def run(unroll):
+        with tf.GradientTape() as tape:
+            dist, values, states = unroll(p, inputs, resets, state)
+            loss = tf.reduce_sum(dist * weights) + tf.reduce_sum(values * weights[..., 0])
+        return dist, values, states, tape.gradient(loss, p.trainable_variables)
+
+    got, want = run(SNAILPolicy.unroll), run(RL2Policy.unroll)
+    compiled = run(tf.function(SNAILPolicy.unroll))
+    for result in (got, compiled):
+        for a, b in zip(result[:3], want[:3], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
+        for a, b in zip(result[3], want[3], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_one_pass_unroll_runs_the_blocks_once(monkeypatch):
+    p = policy()
+    calls = []
+    monkeypatch.setattr(SNAILPolicy, "core_step", lambda *a: calls.append(a))
+    resets = np.zeros((2, 8), bool)
+    resets[:, 0] = resets[:, 4] = True
+    p.unroll(tf.zeros([2, 8, p.input_dim]), resets)
+    assert calls == []
