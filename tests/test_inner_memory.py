@@ -158,6 +158,49 @@ def test_plan_chooses_from_the_budget(caplog):
     assert "No second-order mode fits" in caplog.text
 
 
+def test_vectorized_plans_never_count_on_recomputation(caplog):
+    # The vectorized outer gradient drops the recomputing custom gradient (exact, but
+    # plain's memory), so a budget there goes from plain straight to truncation.
+    model = mlp(hidden=8)
+    args = (model, 8 + 8 + 8 * 8 + 8 + 8 + 1, 5, 10, 4)
+    plain = memory.plan(*args, vectorized=True).estimate
+    assert memory.plan(*args, budget=plain - 1, vectorized=True).mode.startswith("truncated:")
+    assert memory.plan(*args, budget=plain - 1).mode == "recompute"
+    with caplog.at_level(logging.WARNING, logger="keras_meta"):
+        chosen = memory.plan(*args, mode="recompute", vectorized=True)
+    assert chosen.recompute and chosen.estimate == plain
+    assert "saves no memory in vectorized execution" in caplog.text
+
+
+def test_recomputation_inside_map_fn_with_the_tape_outside():
+    # The loop's gradient graph receives the step's inputs as captures: the recomputing
+    # gradient must differentiate identities made there, or the meta-gradient is zero.
+    rng = np.random.default_rng(0)
+    w = tf.Variable(np.eye(3, dtype="float32"))
+    xs = tf.constant(rng.normal(size=(4, 5, 3)).astype("float32"))
+
+    def task_loss(x):
+        def support_loss(params, step):
+            del step
+            return tf.reduce_mean(tf.tanh(x @ params[0]) ** 2)
+        adapted = inner.adapt(support_loss, [tf.identity(w)], inner.sgd(0.1), 2,
+                              recompute=recompute)
+        return support_loss(adapted.params, 0)
+
+    @tf.function
+    def meta_gradient():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.map_fn(task_loss, xs))
+        return tape.gradient(loss, w)
+
+    recompute = False
+    plain = meta_gradient().numpy()
+    recompute = True
+    recomputed = tf.function(meta_gradient.python_function)().numpy()
+    assert np.abs(plain).max() > 1e-3
+    np.testing.assert_allclose(recomputed, plain, rtol=1e-5, atol=1e-7)
+
+
 def test_compile_budget_is_planned_by_fit_and_kept_in_the_config():
     learner = km.MAML(mlp(hidden=8), inner_lr=0.05, inner_steps=3)
     learner.compile(loss="mse", memory_budget=1, run_eagerly=True, jit_compile=False,

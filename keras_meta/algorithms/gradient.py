@@ -248,7 +248,7 @@ class GradientLearner(MetaTrainer):
         shape = example.support_x.shape
         tasks = int(shape[0]) if self.vectorize else 1
         plan = memory.plan(self.model, adapted, self.inner_steps, int(shape[1]), tasks,
-                           budget=budget, mode=mode)
+                           budget=budget, mode=mode, vectorized=bool(self.vectorize))
         if plan != self.memory_plan:
             # The meta-step is traced with the plan: a new plan needs a new trace.
             self.memory_plan = plan

@@ -86,10 +86,14 @@ def _recomputed(take, inputs):
         outputs = take(*args[:count])
 
         def grad(*upstream, variables=None):
-            floating = [a for a in args if a.dtype.is_floating]
+            # Identities made here: inside a while loop (map_fn) this runs in the loop's
+            # gradient graph, where `args` arrive as captures that a tape watching the
+            # forward tensors would not connect (as `tf.recompute_grad` does).
+            local = [tf.identity(a) for a in args[:count]] + list(args[count:])
+            floating = [a for a in local if a.dtype.is_floating]
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(floating)
-                again = take(*_after_upstream(args[:count], upstream))
+                again = take(*_after_upstream(local[:count], upstream))
             pairs = [(o, tf.zeros_like(o) if u is None else u)
                      for o, u in zip(again, upstream) if o.dtype.is_floating]
             grads = iter(tape.gradient([o for o, _ in pairs], floating + list(variables or ()),
@@ -133,6 +137,12 @@ def adapt(loss_fn, params, rule, steps, *, first_order=False, state=None, carry=
         recompute: Keep only each step's inputs for the outer gradient and recompute the
             step's activations when it is differentiated (exact; memory of one step's
             activations instead of all steps', for one more forward pass per step).
+            Limits: under `tf.vectorized_map` with the tape outside it the vectorized
+            gradient does not recompute (exact, plain's memory); inside a while loop
+            (`tf.map_fn`) with the tape outside it, tensors the loss closes over get no
+            gradient through the recomputation (the parameters and rule state do), so
+            pass what must be differentiated as parameters there, or put the tape
+            inside the loop body, as `MetaTrainer`'s task loop does.
         exact_steps: Optional int: only the last `exact_steps` steps are differentiated
             to second order; the earlier ones are first order (their Jacobian taken as
             the identity, Shaban et al. 2019's truncated back-propagation). None: all.
