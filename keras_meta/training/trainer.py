@@ -13,6 +13,10 @@ learner protocol, the only methods the trainer calls on it:
 - optionally `extra_meta_variables()` (variables learned beside the model's weights, made
   with `add_weight` in the learner's `__init__`), `adapt_options(**options)` (extra
   keyword arguments of `adapt`/`evaluate`, such as a step size) and `default_adapt_steps`.
+
+The trainer traces these methods without AutoGraph (it cost about half of a first `fit`):
+control flow that depends on tensor values is written with `tf.cond` / `tf.while_loop`,
+not Python `if` / `while`.
 """
 
 import logging
