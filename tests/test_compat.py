@@ -37,7 +37,7 @@ def test_pfor_internals():
 
 
 def test_gradient_kernels():
-    # The registered gradients reach these ops through module attributes (export.py
+    # The registered gradients reach these ops through module attributes (export_tflite.py
     # swaps them while tracing adaptive exports).
     kernels = dict((name, module) for module, name in _compat.gradient_kernels())
     r0, r1 = kernels["broadcast_gradient_args"].broadcast_gradient_args(
@@ -67,7 +67,7 @@ def test_a_missing_symbol_fails_loudly(monkeypatch):
 
 
 def test_encode_structure():
-    # export.py writes TF-Agents' policy_specs.pbtxt with it.
+    # rl/policy_export.py writes TF-Agents' policy_specs.pbtxt with it.
     spec = {"weights_0": tf.TensorSpec([3], tf.float32, name="weights_0")}
     proto = _compat.encode_structure(spec)
     assert tf.__internal__.saved_model.decode_proto(proto) == spec

@@ -1,4 +1,4 @@
-"""`tf.vectorized_map` over the tasks of a meta-batch, usable under XLA.
+"""`tf.vectorized_map` over the tasks of a meta-batch, usable under XLA, and per-task copies.
 
 Under XLA, TensorFlow's `pfor` (behind `tf.vectorized_map`) wraps the vectorized loop in a
 nested `tf.function`. XLA then compiles every input of that call (the task batch and the
@@ -36,3 +36,20 @@ def map_tasks(fn, elems):
         fallback_to_while_loop=True,
         parallel_iterations=None,
     )
+
+
+def stack_copies(structure, count):
+    """`count` copies of every tensor of `structure`, stacked on a new first axis.
+
+    The task-batched layout `[count, ...]` of weights shared by `count` tasks (or batch
+    rows). Unchecked: callers check `count` where it comes from a user.
+
+    Args:
+        structure: A nest of tensors (e.g. a list of weights or a dict of named ones).
+        count: The number of copies: a Python int or a scalar int32 tensor.
+
+    Returns:
+        `structure` with each tensor `w` replaced by its copies, `[count, *w.shape]`.
+    """
+    return tf.nest.map_structure(lambda w: tf.tile(w[None], [count] + [1] * len(w.shape)),
+                                 structure)

@@ -10,6 +10,7 @@ from gymnasium.vector import AutoresetMode
 
 from keras_meta import inner, ops
 from keras_meta.ops.finite import apply_if_finite
+from keras_meta.ops.vectorize import stack_copies
 from keras_meta._validation import check_learning_rate, check_positive_int, check_seed, check_steps
 from keras_meta.rl._loop import RLLearner, TrainingState, check_evaluation, check_tasks
 from keras_meta.rl.adaptation import PolicySession
@@ -207,7 +208,7 @@ class MAMLRL(RLLearner):
             ValueError, TypeError: For a `num_tasks` that is not a positive integer.
         """
         num_tasks = check_positive_int(num_tasks, "num_tasks")
-        return [tf.tile(w[None], [num_tasks] + [1] * len(w.shape)) for w in weights]
+        return stack_copies(list(weights), num_tasks)
 
     def act(self, stacked, observations, seed, deterministic=False):
         """Actions of every task's policy on that task's observations (compiled).
@@ -637,7 +638,7 @@ class MAMLRL(RLLearner):
         `get_initial_state`, `adapt_state`, `get_train_step`, `get_metadata`, with
         `policy_specs.pbtxt`) whose policy state is the adapted weights, one set per batch
         row, so TF-Agents' `SavedModelPyTFEagerPolicy` drives the adapted policy: see
-        `keras_meta.export.export_adaptive_policy`.
+        `keras_meta.rl.policy_export.export_adaptive_policy`.
 
         Args:
             path: Directory to write the SavedModel to.
@@ -645,9 +646,9 @@ class MAMLRL(RLLearner):
         Returns:
             The saved `tf.Module`.
         """
-        from keras_meta import export
+        from keras_meta.rl import policy_export
 
-        return export.export_adaptive_policy(self, path)
+        return policy_export.export_adaptive_policy(self, path)
 
     def evaluate_episodes(self, env, task, adaptation_episodes, eval_episodes, seed=0, deterministic=False):
         """Returns and successes of `eval_episodes` episodes after adapting on `adaptation_episodes`.
