@@ -158,18 +158,17 @@ def test_plan_chooses_from_the_budget(caplog):
     assert "No second-order mode fits" in caplog.text
 
 
-def test_vectorized_plans_never_count_on_recomputation(caplog):
-    # The vectorized outer gradient drops the recomputing custom gradient (exact, but
-    # plain's memory), so a budget there goes from plain straight to truncation.
-    model = mlp(hidden=8)
-    args = (model, 8 + 8 + 8 * 8 + 8 + 8 + 1, 5, 10, 4)
-    plain = memory.plan(*args, vectorized=True).estimate
-    assert memory.plan(*args, budget=plain - 1, vectorized=True).mode.startswith("truncated:")
-    assert memory.plan(*args, budget=plain - 1).mode == "recompute"
-    with caplog.at_level(logging.WARNING, logger="keras_meta"):
-        chosen = memory.plan(*args, mode="recompute", vectorized=True)
-    assert chosen.recompute and chosen.estimate == plain
-    assert "saves no memory in vectorized execution" in caplog.text
+def test_vectorized_execution_recomputes_and_equals_plain(monkeypatch):
+    # The vectorized outer gradient of a `tf.vectorized_map` would drop the recomputing
+    # custom gradient (exact, plain's memory); with a recomputing plan the trainer takes
+    # each task's gradient inside the vectorized function, so the recomputation runs.
+    plain = _fit("maml", "vectorized", "plain")
+    recomputations = []
+    after_upstream = loop._after_upstream
+    monkeypatch.setattr(loop, "_after_upstream",
+                        lambda *args: recomputations.append(1) or after_upstream(*args))
+    _assert_same(_fit("maml", "vectorized", "recompute"), plain)
+    assert len(recomputations) == LEARNERS["maml"](mlp(hidden=8)).inner_steps
 
 
 def test_recomputation_inside_map_fn_with_the_tape_outside():

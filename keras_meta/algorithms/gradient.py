@@ -248,12 +248,18 @@ class GradientLearner(MetaTrainer):
         shape = example.support_x.shape
         tasks = int(shape[0]) if self.vectorize else 1
         plan = memory.plan(self.model, adapted, self.inner_steps, int(shape[1]), tasks,
-                           budget=budget, mode=mode, vectorized=bool(self.vectorize))
+                           budget=budget, mode=mode)
         if plan != self.memory_plan:
             # The meta-step is traced with the plan: a new plan needs a new trace.
             self.memory_plan = plan
             self._functions.clear()
             self.train_function = None
+
+    @property
+    def _gradients_per_task(self):
+        # Recomputation lives in the inner steps' custom gradients, which only a tape
+        # inside the vectorized function calls.
+        return bool(self.memory_plan and self.memory_plan.recompute)
 
     @property
     def default_adapt_steps(self):

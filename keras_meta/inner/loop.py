@@ -138,7 +138,9 @@ def adapt(loss_fn, params, rule, steps, *, first_order=False, state=None, carry=
             step's activations when it is differentiated (exact; memory of one step's
             activations instead of all steps', for one more forward pass per step).
             Limits: under `tf.vectorized_map` with the tape outside it the vectorized
-            gradient does not recompute (exact, plain's memory); inside a while loop
+            gradient does not recompute (exact, plain's memory): take the tape inside the
+            vectorized function, as `MetaTrainer`'s vectorized execution does when
+            recomputing; inside a while loop
             (`tf.map_fn`) with the tape outside it, tensors the loss closes over get no
             gradient through the recomputation (the parameters and rule state do), so
             pass what must be differentiated as parameters there, or put the tape

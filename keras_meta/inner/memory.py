@@ -141,26 +141,18 @@ def estimate(activations, adapted_elements, steps, shots, tasks, recompute=False
     return int(per_task * tasks)
 
 
-def plan(model, adapted_elements, steps, shots, tasks, budget=None, mode=None,
-         vectorized=False):
+def plan(model, adapted_elements, steps, shots, tasks, budget=None, mode=None):
     """Chooses how the inner loop keeps what the outer gradient needs, and logs it.
 
     With an explicit `mode` it is used. With a `budget`: plain second order if its
     estimate fits, else recomputation if it fits, else truncation through the most steps
     that fit (`truncated:1`, with a warning, when nothing fits).
 
-    Recomputation saves nothing in vectorized execution: the outer gradient of a
-    `tf.vectorized_map` differentiates the vectorized ops, and the vectorizing rewrite
-    drops the recomputing custom gradient (the gradient stays exact, the memory is
-    plain's). There a budget never chooses it, its estimate is plain's, and an explicit
-    `"recompute"` is kept but logged as having no effect.
-
     Args:
         model: The Keras model.
         adapted_elements, steps, shots, tasks: As `estimate`.
         budget: Bytes, `"auto"` (`available_bytes()`) or None (plain).
         mode: An explicit mode (`parse_mode`), or None.
-        vectorized: Whether the tasks run in one `tf.vectorized_map`.
 
     Returns:
         A `MemoryPlan`.
@@ -171,19 +163,14 @@ def plan(model, adapted_elements, steps, shots, tasks, budget=None, mode=None,
     def made(name, recompute, exact_steps, limit):
         return MemoryPlan(name, recompute, exact_steps,
                           estimate(activations, adapted_elements, steps, shots, tasks,
-                                   recompute and not vectorized, exact_steps, itemsize), limit)
+                                   recompute, exact_steps, itemsize), limit)
 
     if mode is not None or budget is None:
         recompute, exact_steps = parse_mode(mode or "plain")
         chosen = made(mode or "plain", recompute, exact_steps, None)
-        if recompute and vectorized:
-            _LOG.warning("second_order_mode='recompute' saves no memory in vectorized "
-                         "execution (the vectorized outer gradient does not recompute); "
-                         "compile(vectorize=False) runs the task loop, where it does.")
     else:
         limit = available_bytes() if budget == "auto" else budget
-        candidates = [made("plain", False, None, limit)]
-        candidates += [] if vectorized else [made("recompute", True, None, limit)]
+        candidates = [made("plain", False, None, limit), made("recompute", True, None, limit)]
         candidates += [made(f"truncated:{k}", False, k, limit) for k in range(steps - 1, 0, -1)]
         fitting = [c for c in candidates if c.estimate <= limit]
         chosen = fitting[0] if fitting else candidates[-1]

@@ -332,6 +332,10 @@ class MetaTrainer(keras.Model):
         self.jit, self.vectorize = execution.resolve(self._jit_request, self._vectorize_request,
                                                      self.model)
 
+    # Hook: whether vectorized execution takes each task's meta-gradient inside the
+    # vectorized function (`GradientLearner` when its memory plan recomputes).
+    _gradients_per_task = False
+
     def _plan_memory(self, example):
         """Hook: what a learner decides from the first training batch (its inner loop's
         memory plan, `GradientLearner`) once the execution mode is known."""
@@ -407,13 +411,34 @@ class MetaTrainer(keras.Model):
         direction = [] if outputs.meta_gradient is None else list(outputs.meta_gradient)
         return outputs.loss, outputs.predictions, list(outputs.state_updates), direction
 
+    def _task_gradients(self, variables, task, index):
+        """One task's loss, predictions, new non-trainables and meta-gradient."""
+        with tf.GradientTape() as tape:
+            loss, prediction, new_nt, direction = self._task_terms(
+                self.meta_state(variables), task, index)
+        if direction:
+            return loss, prediction, new_nt, direction
+        grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return loss, prediction, new_nt, grads
+
     def _meta_gradients_vectorized(self, batch):
         variables = self.meta_variables()
+        indexed = (*batch, tf.range(tf.shape(batch.support_x)[0]))
+        if self._gradients_per_task:
+            # Each task's gradient is taken inside the vectorized function, so the
+            # vectorizing rewrite sees (and batches) what the learner's custom gradients
+            # build, e.g. recomputed inner steps; differentiating the vectorized forward
+            # from outside would use the ops' registered gradients instead.
+            losses, predictions, new_nts, grads = map_tasks(
+                lambda task: self._task_gradients(variables, task[:4], task[4]), indexed)
+            new_nts = self._new_non_trainables(
+                new_nts, variable_values(self.model.non_trainable_variables))
+            return ([tf.reduce_mean(g, axis=0) for g in grads], tf.reduce_mean(losses),
+                    predictions, new_nts)
         with tf.GradientTape() as tape:
             meta = self.meta_state(variables)
             losses, predictions, new_nts, directions = map_tasks(
-                lambda task: self._task_terms(meta, task[:4], task[4]),
-                (*batch, tf.range(tf.shape(batch.support_x)[0])))
+                lambda task: self._task_terms(meta, task[:4], task[4]), indexed)
             loss = tf.reduce_mean(losses)
         if directions:
             grads = [tf.reduce_mean(d, axis=0) for d in directions]
@@ -427,19 +452,9 @@ class MetaTrainer(keras.Model):
         non_trainables = variable_values(self.model.non_trainable_variables)
         num_tasks = tf.shape(batch.support_x)[0]
 
-        def task_step(i):
-            task = tuple(b[i] for b in batch)
-            with tf.GradientTape() as tape:
-                loss, prediction, new_nt, direction = self._task_terms(
-                    self.meta_state(variables), task, i)
-            if direction:
-                return loss, prediction, new_nt, direction
-            grads = tape.gradient(loss, variables,
-                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            return loss, prediction, new_nt, grads
-
         def body(i, grad_sum, loss_sum, nt_sum, predictions):
-            loss, prediction, new_nt, grads = task_step(i)
+            loss, prediction, new_nt, grads = self._task_gradients(
+                variables, tuple(b[i] for b in batch), i)
             return (
                 i + 1,
                 # add_n, not `+`: grappler's remapper fuses MatMul + Add into
