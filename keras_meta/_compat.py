@@ -129,3 +129,19 @@ def optimization_barrier():
     if not callable(getattr(xla, "optimization_barrier", None)):
         raise _missing("tensorflow.compiler.tf2xla.python.xla.optimization_barrier")
     return xla.optimization_barrier
+
+
+def function_call_options():
+    """TensorFlow's eager context and its `FunctionCallOptions` class: every eager call of
+    a `tf.function` passes the calling thread's `context().function_call_options` (the
+    `ConfigProto` grappler optimizes the function with) as the call's attributes; TensorFlow
+    exports neither."""
+    try:
+        from tensorflow.python.eager import context
+    except ImportError:
+        raise _missing("tensorflow.python.eager.context") from None
+    options_class = getattr(context, "FunctionCallOptions", None)
+    if not isinstance(getattr(type(context.context()), "function_call_options", None),
+                      property) or options_class is None:
+        raise _missing("tensorflow.python.eager.context.Context.function_call_options")
+    return context.context(), options_class

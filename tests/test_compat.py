@@ -78,3 +78,13 @@ def test_optimization_barrier():
     barrier = _compat.optimization_barrier()
     doubled = tf.function(lambda x: barrier(x * 2.0, x)[0], jit_compile=True)
     assert doubled(tf.constant([1.0, 3.0])).numpy().tolist() == [2.0, 6.0]
+
+
+def test_function_call_options():
+    # execution.without_addn_scheduling swaps the calling thread's options around a call.
+    context, options_class = _compat.function_call_options()
+    options = context.function_call_options
+    config = tf.compat.v1.ConfigProto.FromString(options.config_proto_serialized)
+    copy = options_class(options.executor_type, config)
+    assert copy.config_proto_serialized == config.SerializeToString(deterministic=True)
+    assert "config_proto" in copy.as_attrs()

@@ -118,6 +118,38 @@ def generic_recurrent_kernels(model):
             layer.use_cudnn = value
 
 
+@contextlib.contextmanager
+def without_addn_scheduling():
+    """Calls of `tf.function`s inside run graphs optimized without grappler's AddN scheduling.
+
+    When grappler's static estimate of a graph's peak memory exceeds 80% of the device's
+    free memory (the host's free RAM on CPU: MAML second order through 20 inner steps of a
+    conv4 net, benchmarks/RESULTS.md), its memory optimizer turns each AddN of more than two
+    inputs live at the peak into a `TemporaryVariable` that `AssignAdd`s accumulate. The
+    variable is created after a control edge from one input; in a `tf.while_loop` that input
+    can be a loop variable's `Switch`, whose control edge fires in the loop's exit iteration
+    too, where the additions and the `DestroyTemporaryVariable` are dead. The variable
+    then outlives the call in the eager context's step container, which all calls share,
+    and the next call fails with `AlreadyExistsError`. The options are the calling
+    thread's and are restored on exit, so other functions keep the user's configuration;
+    the rest of the memory optimizer (GPU swapping) stays, and an explicit
+    `memory_optimization` is left as the user set it.
+    """
+    context, options_class = _compat.function_call_options()
+    options = context.function_call_options
+    config = tf.compat.v1.ConfigProto.FromString(options.config_proto_serialized)
+    rewrite = config.graph_options.rewrite_options
+    if rewrite.memory_optimization != type(rewrite).DEFAULT_MEM_OPT:
+        yield
+        return
+    rewrite.memory_optimization = type(rewrite).SWAPPING_HEURISTICS
+    context.function_call_options = options_class(options.executor_type, config)
+    try:
+        yield
+    finally:
+        context.function_call_options = options
+
+
 class FunctionCache:
     """`tf.function`s of a learner, one per key and execution mode, made once."""
 

@@ -516,7 +516,8 @@ class MetaTrainer(keras.Model):
             if self._steps_to_skip > 0:
                 self._steps_to_skip -= self.steps_per_execution
                 return {m.name: m.result() for m in self.metrics}
-            return run_steps(iterator)
+            with execution.without_addn_scheduling():
+                return run_steps(iterator)
 
         self.train_function = train_function
         return train_function
@@ -525,9 +526,16 @@ class MetaTrainer(keras.Model):
         if self.test_function is not None and not force:
             return self.test_function
         super().make_test_function(force)
+        run_steps = self.test_function
         if self.distribute_strategy.num_replicas_in_sync > 1 and not self.run_eagerly:
-            self.test_function = self._replicated_step_function(self.test_step)
-        return self.test_function
+            run_steps = self._replicated_step_function(self.test_step)
+
+        def test_function(iterator):
+            with execution.without_addn_scheduling():
+                return run_steps(iterator)
+
+        self.test_function = test_function
+        return test_function
 
     def _replicated_step_function(self, step):
         """One `step` split across the replicas, its scalar logs averaged over them.
