@@ -117,16 +117,20 @@ def check_blocks(blocks):
     return tuple(checked)
 
 
+def tc_dilations(sequence_length):
+    """The dilations of a TC block's dense blocks: `2, 4, ..., 2^ceil(log2 sequence_length)`."""
+    return [2 ** i for i in range(1, max(1, math.ceil(math.log2(sequence_length))) + 1)]
+
+
 def make_blocks(blocks, sequence_length, dtype):
     """The layers of `blocks` (checked): an `AttentionBlock` per attention entry and, per
-    TC entry, `DenseBlock`s of dilation `2, 4, ..., 2^ceil(log2 sequence_length)`."""
+    TC entry, a `DenseBlock` per dilation of `tc_dilations(sequence_length)`."""
     layers = []
     for kind, *sizes in check_blocks(blocks):
         if kind == "attention":
             layers.append(AttentionBlock(*sizes, dtype=dtype))
         else:
-            layers.extend(DenseBlock(2 ** i, sizes[0], dtype=dtype)
-                          for i in range(1, max(1, math.ceil(math.log2(sequence_length))) + 1))
+            layers.extend(DenseBlock(d, sizes[0], dtype=dtype) for d in tc_dilations(sequence_length))
     return layers
 
 

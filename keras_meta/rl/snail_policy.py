@@ -1,16 +1,32 @@
 """SNAIL as a meta-RL policy (Mishra et al., 2018), used by `RL2` in place of the GRU."""
 
+import math
+
 import keras
 import tensorflow as tf
 
 from keras_meta.algorithms.snail import (AttentionBlock, build_blocks, check_blocks,
-                                         make_blocks)
+                                         make_blocks, tc_dilations)
 from keras_meta.rl._loop import _positive_int
 from keras_meta.rl.policies import RL2Policy
 
 # The paper's multi-armed bandit policy (its appendix): two TC blocks of 32 filters and an
 # attention block (key and value size 32) before the policy and value heads.
 BANDIT_BLOCKS = (("tc", 32), ("tc", 32), ("attention", 32, 32))
+
+
+def _cache_sizes(blocks, max_steps):
+    """The state floats each block layer (in `make_blocks` order) caches for acting: a
+    dense block of dilation `d` its last `d` tap projections (`2 * filters` each; none for
+    `d >= max_steps`, whose tap is always before the trial start within `max_steps` steps),
+    an attention block the keys and values of `max_steps` positions."""
+    sizes = []
+    for kind, *block in blocks:
+        if kind == "attention":
+            sizes.append(max_steps * (block[0] + block[1]))
+        else:
+            sizes.extend(d * 2 * block[0] if d < max_steps else 0 for d in tc_dilations(max_steps))
+    return tuple(sizes)
 
 
 @keras.saving.register_keras_serializable(package="keras_meta")
@@ -20,13 +36,22 @@ class SNAILPolicy(RL2Policy):
     At each step the policy reads the whole trial so far, `x_1 .. x_t` (each
     `[obs, prev_action, prev_reward, prev_done]`, after the optional encoder), through the
     blocks, and the heads read the last position: the paper's meta-RL agent. `RL2` runs it
-    unchanged: the "recurrent state" is the window of the last `max_steps` encoded inputs
-    with a step count, `[B, max_steps * features + 1]`, reset to zeros at every trial start.
-    Positions before the trial start are masked (zero inputs to the causal convolutions,
-    never attended to), so a step's output equals the blocks run on the trial's inputs
-    alone; a trial longer than `max_steps` is read through its last `max_steps` steps.
-    Each `step` (acting) runs the blocks over the window (cost grows with `max_steps`);
-    `unroll` from the initial state (RL2's PPO update) runs them once over each trial.
+    unchanged: the "recurrent state", `[B, units]`, reset to zeros at every trial start,
+    holds what later steps read (WaveNet-style fast generation): the window of the last
+    `max_steps` encoded inputs; for each dense block of dilation `d < max_steps` the
+    projections `W_0 x` of its last `d` inputs (its causal convolution
+    `W_0 x_{t-d} + W_1 x_t + b` reads each one `d` steps later); for each attention block
+    the keys and values of the trial's positions; last, the count of steps read (at most
+    `max_steps`). So each `step` (acting) computes only the new position through every
+    block, the attention reading the cached keys (`max_steps` dot products). Positions
+    before the trial start are masked (zero inputs to the causal convolutions, never
+    attended to), so a step's output equals the blocks run on the trial's inputs alone.
+    A trial longer than `max_steps` is read through its last `max_steps` steps: each such
+    window is a sequence of its own (its first positions' convolutions read zeros, so
+    every position's activations change as it slides and caches cannot slide exactly), so
+    those steps run the blocks over the window (cost grows with `max_steps`) and the
+    caches keep the trial's first `max_steps` positions. `unroll` from the initial state
+    (RL2's PPO update) runs the blocks once over each trial.
 
     Args:
         observation_dim: Size of the flattened observation.
@@ -63,8 +88,10 @@ class SNAILPolicy(RL2Policy):
         self.features = (hidden_units[-1] if hidden_units
                          else _positive_int(observation_dim, "observation_dim")
                          + _positive_int(actions or 1, "num_actions or action_dim") + 2)
+        self._cache_sizes = _cache_sizes(self.blocks, self.max_steps)
         super().__init__(observation_dim, num_actions=num_actions, action_dim=action_dim,
-                         units=self.max_steps * self.features + 1, hidden_units=hidden_units,
+                         units=self.max_steps * self.features + 1 + sum(self._cache_sizes),
+                         hidden_units=hidden_units,
                          log_std_init=log_std_init, input_scale=input_scale, **kwargs)
 
     @classmethod
@@ -81,34 +108,80 @@ class SNAILPolicy(RL2Policy):
         build_blocks(self.block_layers, self.features)
 
     def core_step(self, z, state):
-        batch = tf.shape(z)[0]
-        window = tf.reshape(state[:, :-1], [batch, self.max_steps, self.features])
-        window = tf.concat([window[:, 1:], z[:, None]], 1)
-        count = tf.minimum(state[:, -1] + 1, self.max_steps)
-        # Left-aligned history: the last `count` positions hold the trial's steps.
-        valid = tf.range(self.max_steps, dtype=count.dtype)[None] >= (self.max_steps - count)[:, None]
-        mask = tf.cast(valid, z.dtype)[..., None]
-        sequence = window * mask
-        for layer in self.block_layers:
-            sequence = layer(sequence, valid) if isinstance(layer, AttentionBlock) else layer(sequence)
-            sequence = sequence * mask
-        new_state = tf.concat([tf.reshape(window, [batch, self.units - 1]), count[:, None]], -1)
-        return sequence[:, -1], new_state
+        steps, batch = self.max_steps, tf.shape(z)[0]
+        window, *caches, count = tf.split(state, [steps * self.features, *self._cache_sizes, 1], -1)
+        window = tf.concat([tf.reshape(window, [batch, steps, self.features])[:, 1:], z[:, None]], 1)
+        count = count[:, 0]
+        # The steps read before this one: the new step's position in its trial, while
+        # that is below `max_steps` (the count stops there).
+        out, caches = self._cached_step(z, tf.cast(count, tf.int32), caches)
+        beyond = count >= steps
+
+        def window_step():
+            # Each step past `max_steps` reads a window of its own (see the class docstring).
+            sequence = window
+            for layer in self.block_layers:
+                sequence = layer(sequence)
+            return tf.where(beyond[:, None], sequence[:, -1], out)
+
+        out = tf.cond(tf.reduce_any(beyond), window_step, lambda: out)
+        count = tf.minimum(count + 1, steps)
+        return out, tf.concat([tf.reshape(window, [batch, steps * self.features]), *caches, count[:, None]], -1)
+
+    def _cached_step(self, x, position, caches):
+        """The blocks' output at `position` (int32 `[B]`) for the new encoded input `x`
+        `[B, features]`, and the updated `caches` (`_cache_sizes` parts of the state): the
+        position's tap projections and keys/values written in, none where `position` is
+        `max_steps` (past the trial's first `max_steps` steps, which the caches keep)."""
+        steps, batch = self.max_steps, tf.shape(x)[0]
+        within = position < steps
+        updated = []
+        for layer, cache in zip(self.block_layers, caches):
+            if isinstance(layer, AttentionBlock):
+                here = (tf.range(steps)[None] == position[:, None])[..., None]
+                keys, values = (tf.where(here, project(x)[:, None], tf.reshape(part, [batch, steps, -1]))
+                                for project, part in zip(
+                                    (layer.key_layer, layer.value_layer),
+                                    tf.split(cache, [steps * layer.key_size, steps * layer.value_size], -1)))
+                logits = tf.einsum("bk,bmk->bm", layer.query_layer(x), keys) / math.sqrt(layer.key_size)
+                # As `AttentionBlock.call`: later positions get exactly zero probability.
+                logits = tf.where(tf.range(steps)[None] <= position[:, None], logits,
+                                  tf.constant(logits.dtype.min, logits.dtype))
+                read = tf.einsum("bm,bmv->bv", tf.nn.softmax(logits, -1), values)
+                updated.append(tf.concat([tf.reshape(keys, [batch, steps * layer.key_size]),
+                                          tf.reshape(values, [batch, steps * layer.value_size])], -1))
+                x = tf.concat([x, read], -1)
+                continue
+            # The causal convolution `W_0 x_{t-d} + W_1 x_t + b`, `W_0 x_{t-d}` from the ring
+            # of the last `d` projections (slot `t mod d`, zero before the trial's `d`-th step).
+            channels, kernel = x.shape[-1], layer.conv.kernel
+            taps = tf.matmul(x, kernel[channels:]) + layer.conv.bias
+            if layer.dilation < steps:
+                ring = tf.reshape(cache, [batch, layer.dilation, 2 * layer.filters])
+                slot = position % layer.dilation
+                taps += tf.gather(ring, slot, batch_dims=1)
+                here = tf.logical_and(tf.range(layer.dilation)[None] == slot[:, None], within[:, None])
+                ring = tf.where(here[..., None], tf.matmul(x, kernel[:channels])[:, None], ring)
+                cache = tf.reshape(ring, [batch, cache.shape[-1]])
+            updated.append(cache)
+            filters, gates = tf.split(taps, 2, axis=-1)
+            x = tf.concat([x, tf.tanh(filters) * tf.sigmoid(gates)], -1)
+        return x, updated
 
     def unroll(self, inputs, resets, state=None):
         """`RL2Policy.unroll`, with the blocks run once over each trial where that is exact.
 
         From the initial state (`state=None`), every trial (a reset, or the start of a
-        row, to the next reset) at most `max_steps` long is placed at the start of a
-        sequence of its own, `[trials, max_steps, features]`, and the blocks run once over
-        them: the blocks are causal, so position `t` of that pass is step `t`'s output,
-        and the zeros after a trial's end are never read by its steps. Time and memory
-        are linear in the sequence length instead of `max_steps` times it. With a given
-        `state`, or a trial longer than `max_steps` (read through a sliding window), the
-        steps run one by one as in `RL2Policy.unroll`. From the initial state the
-        returned states (the windows the steps would hold) are gathered from the encoded
-        inputs, not stepped; inside a `tf.function` that does not use them (RL2's PPO
-        update) they are pruned.
+        row, to the next reset) is placed at the start of a sequence of its own,
+        `[trials, max_steps, features]` (its first `max_steps` steps), and the blocks run
+        once over them: the blocks are causal, so position `t` of that pass is step `t`'s
+        output, and the zeros after a trial's end are never read by its steps. Time and
+        memory are linear in the sequence length instead of `max_steps` times it. With a
+        given `state`, or a trial longer than `max_steps` (read through a sliding window),
+        the steps run one by one as in `RL2Policy.unroll`. From the initial state the
+        returned states (what `step` would hold: the window, the count and the caches) are
+        gathered from the encoded inputs and the pass's activations, not stepped; inside a
+        `tf.function` that does not use them (RL2's PPO update) they are pruned.
 
         Args:
             inputs, resets, state: As in `RL2Policy.unroll`.
@@ -127,37 +200,58 @@ class SNAILPolicy(RL2Policy):
         flat_index = tf.range(batch * length)
         trial = tf.cumsum(tf.cast(starts, tf.int32)) - 1
         position = flat_index - tf.gather(tf.boolean_mask(flat_index, starts), trial)
-        states = self._window_states(z, tf.reshape(position, [batch, length]))
+        first = position < self.max_steps
+        where = tf.stack([trial, tf.minimum(position, self.max_steps - 1)], 1)
+        sequence = tf.scatter_nd(tf.boolean_mask(where, first),
+                                 tf.boolean_mask(tf.reshape(z, [-1, self.features]), first),
+                                 [tf.reduce_sum(tf.cast(starts, tf.int32)), self.max_steps, self.features])
+        layer_inputs = []
+        for layer in self.block_layers:
+            layer_inputs.append(sequence)
+            sequence = layer(sequence)
+        states = self._trial_states(z, trial, tf.reshape(position, [batch, length]), layer_inputs)
 
         def one_pass():
-            where = tf.stack([trial, position], 1)
-            sequence = tf.scatter_nd(where, tf.reshape(z, [-1, self.features]),
-                                     [tf.reduce_sum(tf.cast(starts, tf.int32)), self.max_steps,
-                                      self.features])
-            for layer in self.block_layers:
-                sequence = layer(sequence)
             out = tf.gather_nd(sequence, where)
-            dist, values = self._heads(tf.reshape(out, [batch, length, out.shape[-1]]))
-            return dist, values
+            return self._heads(tf.reshape(out, [batch, length, out.shape[-1]]))
 
         def step_by_step():
             return super(SNAILPolicy, self).unroll(inputs, resets)[:2]
 
-        dist, values = tf.cond(tf.reduce_all(position < self.max_steps), one_pass, step_by_step)
+        dist, values = tf.cond(tf.reduce_all(first), one_pass, step_by_step)
         return dist, values, states
 
-    def _window_states(self, z, position):
-        """The state after each step, `[B, T, units]`, for encoded inputs `z` `[B, T, features]`
-        and each step's position in its trial: its last `max_steps` inputs, those before
-        the trial start zeroed, then the count of steps read."""
+    def _trial_states(self, z, trial, position, layer_inputs):
+        """The state after each step, `[B, T, units]`, for encoded inputs `z` `[B, T, features]`,
+        each step's trial (flat int32 `[B * T]`, an index into `layer_inputs`) and position
+        in it (`[B, T]`), and each block layer's inputs over the trials' first `max_steps`
+        steps (`[trials, max_steps, channels]`): its last `max_steps` inputs, those before
+        the trial start zeroed, each layer's cache as `core_step` leaves it (as after step
+        `max_steps - 1` for later steps), then the count of steps read (at most `max_steps`)."""
         steps = self.max_steps
         padded = tf.pad(z, [[0, 0], [steps - 1, 0], [0, 0]])
         windows = tf.signal.frame(padded, steps, 1, axis=1)
         valid = tf.range(steps)[None, None] >= (steps - 1 - position)[..., None]
         windows = windows * tf.cast(valid, z.dtype)[..., None]
         count = tf.cast(tf.minimum(position + 1, steps), z.dtype)[..., None]
-        shape = tf.concat([tf.shape(z)[:2], [steps * self.features]], 0)
-        return tf.concat([tf.reshape(windows, shape), count], -1)
+        shape = tf.shape(z)[:2]
+        parts = [tf.reshape(windows, tf.concat([shape, [steps * self.features]], 0))]
+        last = tf.minimum(tf.reshape(position, [-1]), steps - 1)
+        for layer, sequence, size in zip(self.block_layers, layer_inputs, self._cache_sizes):
+            if isinstance(layer, AttentionBlock):
+                written = tf.cast(tf.range(steps)[None] <= last[:, None], z.dtype)[..., None]
+                cache = [tf.gather(project(sequence), trial) * written
+                         for project in (layer.key_layer, layer.value_layer)]
+            elif size:
+                # Slot `s` of the ring holds the last position `<= last` that is `s` mod `d`.
+                held = last[:, None] - (last[:, None] - tf.range(layer.dilation)[None]) % layer.dilation
+                projected = tf.matmul(sequence, layer.conv.kernel[:sequence.shape[-1]])
+                where = tf.stack([tf.broadcast_to(trial[:, None], tf.shape(held)), tf.maximum(held, 0)], -1)
+                cache = [tf.gather_nd(projected, where) * tf.cast(held >= 0, z.dtype)[..., None]]
+            else:
+                continue
+            parts.extend(tf.reshape(c, tf.concat([shape, [-1]], 0)) for c in cache)
+        return tf.concat([*parts, count], -1)
 
     def get_config(self):
         config = super().get_config()
