@@ -16,6 +16,7 @@ Success is Meta-World's: an episode succeeds when `info["success"]` is true at a
 Environments without a `success` entry count as never successful.
 """
 
+import functools
 import importlib
 import importlib.metadata
 
@@ -51,6 +52,18 @@ def _import_metaworld():
                 f"other versions fail to build the Sawyer models). Received: mujoco=={mujoco.__version__}. "
                 f"{_INSTALL_HINT}")
     return metaworld
+
+
+@functools.lru_cache(maxsize=4)
+def _benchmark(kind, *args, seed):
+    """`metaworld.<kind>(*args, seed=seed)`, built once and shared.
+
+    Building a benchmark resets every skill's environment for each of its tasks (ML10:
+    25-47 s on this project's 2-core CPU), and every environment of a vector env is a
+    `clone()` that would build it again. The environments only read its task lists and
+    classes, and each makes its own skill environments, so sharing it is safe.
+    """
+    return getattr(_import_metaworld(), kind)(*args, seed=seed)
 
 
 def metaworld_available():
@@ -178,10 +191,13 @@ class MetaWorldML1(_MetaWorldTaskEnv):
 
     def __init__(self, env_name="reach-v3", split="train", horizon=500, seed=0):
         _check_split(split)  # before building the benchmark, which is slow
-        metaworld = _import_metaworld()
+        if not isinstance(env_name, str):
+            raise TypeError(f"Expected `env_name` to be an ML1 environment name such as 'reach-v3'. "
+                            f"Received: env_name={env_name!r}")
+        seed = check_seed(seed)
         self._config = dict(env_name=env_name, split=split, horizon=horizon, seed=seed)
         try:
-            benchmark = metaworld.ML1(env_name, seed=seed)
+            benchmark = _benchmark("ML1", env_name, seed=seed)
         except (KeyError, ValueError, AssertionError) as error:
             raise ValueError(f"Expected an ML1 environment name such as 'reach-v3'. Received: env_name={env_name!r} "
                              f"({error})") from error
@@ -210,9 +226,9 @@ class MetaWorldML10(_MetaWorldTaskEnv):
 
     def __init__(self, split="train", horizon=500, seed=0):
         _check_split(split)  # before building the benchmark, which is slow
-        metaworld = _import_metaworld()
+        seed = check_seed(seed)
         self._config = dict(split=split, horizon=horizon, seed=seed)
-        self._build(metaworld.ML10(seed=seed), split, horizon)
+        self._build(_benchmark("ML10", seed=seed), split, horizon)
 
 
 def meta_evaluate_episodes(learner, env, tasks, adaptation_episodes=(0, 1, 3), eval_episodes=3, seed=0,

@@ -35,6 +35,41 @@ def test_ml1_reach_task_interface_and_protocol():
         assert len(row["return_per_task"]) == 2
 
 
+@needs_metaworld
+def test_environments_and_clones_share_one_benchmark_build(monkeypatch):
+    # Every sub-env of a vector env is a clone: rebuilding ML10 for each took most of a
+    # MAML-RL run's time (benchmarks/RESULTS.md, Meta-World's own protocol).
+    from keras_meta.rl import metaworld
+
+    metaworld._benchmark.cache_clear()
+    builds = []
+    module = metaworld._import_metaworld()
+    original = module.ML1
+    monkeypatch.setattr(module, "ML1", lambda *a, **k: builds.append(a) or original(*a, **k))
+    env = MetaWorldML1("reach-v3", horizon=20, seed=3)
+    clones = [env.clone() for _ in range(3)]
+    MetaWorldML1("reach-v3", split="test", horizon=20, seed=3)
+    assert builds == [("reach-v3",)]
+    # Shared tasks, separate skill environments: stepping one clone leaves the others.
+    task = env.sample_tasks(1, seed=0)[0]
+    for clone in clones:
+        clone.set_task(task)
+        clone.reset(seed=0)
+    first = clones[0].step(np.ones(4, np.float32))[0]
+    assert clones[0]._env is not clones[1]._env
+    np.testing.assert_array_equal(clones[1].step(np.ones(4, np.float32))[0], first)
+    MetaWorldML1("reach-v3", horizon=20, seed=4)
+    assert builds == [("reach-v3",)] * 2
+    metaworld._benchmark.cache_clear()
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"env_name": ["reach-v3"]}, TypeError), ({"seed": "0"}, TypeError), ({"seed": -1}, ValueError)])
+def test_ml1_rejects_bad_arguments_before_building(kwargs, error):
+    with pytest.raises(error, match="Expected .*Received"):
+        MetaWorldML1(**kwargs)
+
+
 def test_protocol_rejects_unknown_learners():
     from keras_meta.rl import BernoulliBandit
 
