@@ -44,8 +44,24 @@ class DenseBlock(keras.layers.Layer):
 
     def call(self, sequence):
         taps = tf.concat([causal_shift(sequence, self.dilation), sequence], -1)
-        filters, gates = tf.split(self.conv(taps), 2, axis=-1)
-        return tf.concat([sequence, tf.tanh(filters) * tf.sigmoid(gates)], -1)
+        return self._gated(sequence, self.conv(taps))
+
+    def delayed_tap(self, x):
+        """`W_0 x`: what the convolution at the position `dilation` steps after `x`'s reads
+        of it (`x`: `[..., channels]`)."""
+        return tf.matmul(x, self.conv.kernel[:x.shape[-1]])
+
+    def step(self, x, delayed=None):
+        """The output at one position (fast generation): `x` `[B, channels]` its input,
+        `delayed` the `delayed_tap` of the input `dilation` steps earlier (None: before
+        the sequence's start)."""
+        taps = tf.matmul(x, self.conv.kernel[x.shape[-1]:]) + self.conv.bias
+        return self._gated(x, taps if delayed is None else taps + delayed)
+
+    @staticmethod
+    def _gated(inputs, taps):
+        filters, gates = tf.split(taps, 2, axis=-1)
+        return tf.concat([inputs, tf.tanh(filters) * tf.sigmoid(gates)], -1)
 
     def get_config(self):
         return {**super().get_config(), "dilation": self.dilation, "filters": self.filters}
@@ -78,16 +94,21 @@ class AttentionBlock(keras.layers.Layer):
 
     def call(self, sequence, valid=None):
         """`valid`: optional bool `[batch, T]`; positions where it is False are never read."""
-        logits = tf.matmul(self.query_layer(sequence), self.key_layer(sequence),
-                           transpose_b=True) / math.sqrt(self.key_size)
         length = tf.shape(sequence)[1]
         readable = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)[None]
         if valid is not None:
             readable = tf.logical_and(readable, valid[:, None, :])
+        read = self.attend(self.query_layer(sequence), self.key_layer(sequence),
+                           self.value_layer(sequence), readable)
+        return tf.concat([sequence, read], -1)
+
+    def attend(self, queries, keys, values, readable):
+        """The reads of `queries` `[B, Q, K]` from `keys`/`values` `[B, M, K]`/`[B, M, V]`
+        where `readable` (bool, broadcast to `[B, Q, M]`): `[B, Q, V]`."""
+        logits = tf.matmul(queries, keys, transpose_b=True) / math.sqrt(self.key_size)
         # The dtype's lowest finite value: masked positions get exactly zero probability.
         logits = tf.where(readable, logits, tf.constant(logits.dtype.min, logits.dtype))
-        read = tf.matmul(tf.nn.softmax(logits, axis=-1), self.value_layer(sequence))
-        return tf.concat([sequence, read], -1)
+        return tf.matmul(tf.nn.softmax(logits, axis=-1), values)
 
     def get_config(self):
         return {**super().get_config(), "key_size": self.key_size,

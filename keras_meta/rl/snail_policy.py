@@ -1,7 +1,5 @@
 """SNAIL as a meta-RL policy (Mishra et al., 2018), used by `RL2` in place of the GRU."""
 
-import math
-
 import keras
 import tensorflow as tf
 
@@ -143,29 +141,24 @@ class SNAILPolicy(RL2Policy):
                                 for project, part in zip(
                                     (layer.key_layer, layer.value_layer),
                                     tf.split(cache, [steps * layer.key_size, steps * layer.value_size], -1)))
-                logits = tf.einsum("bk,bmk->bm", layer.query_layer(x), keys) / math.sqrt(layer.key_size)
-                # As `AttentionBlock.call`: later positions get exactly zero probability.
-                logits = tf.where(tf.range(steps)[None] <= position[:, None], logits,
-                                  tf.constant(logits.dtype.min, logits.dtype))
-                read = tf.einsum("bm,bmv->bv", tf.nn.softmax(logits, -1), values)
+                readable = (tf.range(steps)[None] <= position[:, None])[:, None]
+                read = layer.attend(layer.query_layer(x)[:, None], keys, values, readable)[:, 0]
                 updated.append(tf.concat([tf.reshape(keys, [batch, steps * layer.key_size]),
                                           tf.reshape(values, [batch, steps * layer.value_size])], -1))
                 x = tf.concat([x, read], -1)
                 continue
             # The causal convolution `W_0 x_{t-d} + W_1 x_t + b`, `W_0 x_{t-d}` from the ring
             # of the last `d` projections (slot `t mod d`, zero before the trial's `d`-th step).
-            channels, kernel = x.shape[-1], layer.conv.kernel
-            taps = tf.matmul(x, kernel[channels:]) + layer.conv.bias
+            delayed = None
             if layer.dilation < steps:
                 ring = tf.reshape(cache, [batch, layer.dilation, 2 * layer.filters])
                 slot = position % layer.dilation
-                taps += tf.gather(ring, slot, batch_dims=1)
+                delayed = tf.gather(ring, slot, batch_dims=1)
                 here = tf.logical_and(tf.range(layer.dilation)[None] == slot[:, None], within[:, None])
-                ring = tf.where(here[..., None], tf.matmul(x, kernel[:channels])[:, None], ring)
+                ring = tf.where(here[..., None], layer.delayed_tap(x)[:, None], ring)
                 cache = tf.reshape(ring, [batch, cache.shape[-1]])
             updated.append(cache)
-            filters, gates = tf.split(taps, 2, axis=-1)
-            x = tf.concat([x, tf.tanh(filters) * tf.sigmoid(gates)], -1)
+            x = layer.step(x, delayed)
         return x, updated
 
     def unroll(self, inputs, resets, state=None):
@@ -245,7 +238,7 @@ class SNAILPolicy(RL2Policy):
             elif size:
                 # Slot `s` of the ring holds the last position `<= last` that is `s` mod `d`.
                 held = last[:, None] - (last[:, None] - tf.range(layer.dilation)[None]) % layer.dilation
-                projected = tf.matmul(sequence, layer.conv.kernel[:sequence.shape[-1]])
+                projected = layer.delayed_tap(sequence)
                 where = tf.stack([tf.broadcast_to(trial[:, None], tf.shape(held)), tf.maximum(held, 0)], -1)
                 cache = [tf.gather_nd(projected, where) * tf.cast(held >= 0, z.dtype)[..., None]]
             else:
